@@ -1,0 +1,34 @@
+// Shared by the apps' main(): run the body, map exceptions to exit codes (salad::ExitCode).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <functional>
+
+#include "salad/core/error.h"
+#include "salad/core/logging.h"
+
+namespace salad::apps {
+
+/// Parses `app` from argv, then runs `body`; every salad::Error becomes one log line and its
+/// exit code, anything else an internal error (exit 70).
+inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  try {
+    return body();
+  } catch (const salad::Error& e) {
+    spdlog::error("{}", e.what());
+    return exit_code(e);
+  } catch (const std::exception& e) {
+    spdlog::critical("internal error: {}", e.what());
+    return kExitInternal;
+  }
+}
+
+}  // namespace salad::apps

@@ -1,0 +1,25 @@
+// Which BLAS LibTorch's CPU GEMMs run on. Debian's reference BLAS is ~30x slower than OpenBLAS,
+// and OpenBLAS's pthread build fights LibTorch's OpenMP pool (scripts/setup.sh installs the
+// OpenMP build); salad logs the BLAS at start-up and warns about both.
+#pragma once
+
+#include <string>
+
+namespace salad {
+
+struct BlasInfo {
+  enum class Kind { kOpenBlas, kReference, kMkl, kBlis, kUnknown };
+  enum class Threading { kSequential, kPthread, kOpenMP, kUnknown };
+  Kind kind = Kind::kUnknown;
+  Threading threading = Threading::kUnknown;
+  std::string library;      ///< the shared object providing sgemm_ (dladdr)
+  std::string description;  ///< e.g. "OpenBLAS 0.3.21 ... (OpenMP)"
+};
+
+/// Inspects the loaded process (dlsym/dladdr); never throws.
+BlasInfo detect_blas();
+
+/// Logs detect_blas() at info, with a warning for the reference BLAS or a pthread OpenBLAS.
+void log_blas_info();
+
+}  // namespace salad

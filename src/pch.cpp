@@ -1,0 +1,1 @@
+// Compiles pch.h once; every other target reuses it.
