@@ -1,5 +1,7 @@
 #include "salad/core/safetensors.h"
 
+#include <ATen/ATen.h>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>

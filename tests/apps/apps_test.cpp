@@ -1,4 +1,6 @@
 // The apps as a user runs them: exit codes and output.
+#include <torch/torch.h>
+
 #include "salad/core/config.h"
 #include "salad/core/error.h"
 #include "salad/core/safetensors.h"
