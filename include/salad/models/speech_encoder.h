@@ -1,0 +1,50 @@
+// The frozen speech encoder interface: Mimi (models/mimi.h) and the built-in log-mel fbank
+// encoder (models/fbank.h) both turn 24 kHz-style mono waveforms into 12.5 Hz frames, one frame
+// per LLM position.
+//
+// Shape legend: B batch, L samples, F frames, D feature width.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace salad::config {
+struct EncoderConfig;
+}
+
+namespace salad::models {
+
+struct EncodedBatch {
+  at::Tensor features;  ///< [B, F, D] float32 (codes: [B, F, n_q] int64); frames >= frames[b] are padding
+  at::Tensor frames;    ///< [B] int64: valid frames of each item, ceil(length / samples_per_frame)
+};
+
+/// A frozen encoder: inference only, no gradients, deterministic. A clip encoded alone and
+/// inside a right-padded batch gives the same valid frames (padding never leaks into them).
+class SpeechEncoder {
+ public:
+  virtual ~SpeechEncoder() = default;
+  /// Sample rate the waveform must have (audio is resampled to it when loaded).
+  virtual int64_t sample_rate() const = 0;
+  /// Samples per output frame (1920 at 24 kHz = 12.5 Hz).
+  virtual int64_t samples_per_frame() const = 0;
+  /// Width D of one output frame (n_q for codes).
+  virtual int64_t feature_dim() const = 0;
+  /// "mimi" or "fbank", plus what it outputs, for logs and cache metadata.
+  virtual std::string describe() const = 0;
+  /// wave: [B, L] float32, right-padded; lengths: [B] int64 valid samples (each >= 1).
+  virtual EncodedBatch encode(const at::Tensor& wave, const at::Tensor& lengths) = 0;
+
+  /// Valid frames of a clip of `samples` samples: ceil(samples / samples_per_frame()).
+  int64_t frames_for(int64_t samples) const {
+    return (samples + samples_per_frame() - 1) / samples_per_frame();
+  }
+};
+
+/// Builds the encoder a recipe's `encoder:` section names (mimi needs encoder.checkpoint).
+std::unique_ptr<SpeechEncoder> make_speech_encoder(const config::EncoderConfig& cfg);
+
+}  // namespace salad::models
