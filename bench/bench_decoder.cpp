@@ -16,9 +16,12 @@ int main(int argc, char** argv) {
   int64_t T = 512;
   int threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--preset")) preset = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--tokens")) T = std::stoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--preset"))
+      preset = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--tokens"))
+      T = std::stoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--threads"))
+      threads = std::stoi(argv[i + 1]);
   }
   if (threads > 0) torch::set_num_threads(threads);
   salad::models::Qwen2Options o;
@@ -58,7 +61,8 @@ int main(int argc, char** argv) {
   const salad::BlasInfo b = salad::detect_blas();
   std::printf("BLAS: %s; torch threads %d\n", b.description.c_str(), at::get_num_threads());
   std::printf("preset %s: %lld layers, width %lld, vocab %lld, T=%lld\n", preset.c_str(),
-              (long long)o.num_hidden_layers, (long long)o.hidden_size, (long long)o.vocab_size, (long long)T);
+              (long long)o.num_hidden_layers, (long long)o.hidden_size, (long long)o.vocab_size,
+              (long long)T);
   std::printf("hidden states only: %8.1f ms  %8.1f tokens/s  %6.1f GFLOP/s\n", body * 1e3, T / body,
               flops_body / body / 1e9);
   std::printf("with full logits:   %8.1f ms  %8.1f tokens/s  %6.1f GFLOP/s\n", full * 1e3, T / full,

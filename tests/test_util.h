@@ -84,14 +84,15 @@ void expect_error(F&& f, std::initializer_list<std::string> fragments) {
 inline ::testing::AssertionResult all_close(const at::Tensor& actual, const at::Tensor& expected,
                                             double max_abs, const std::string& what = "") {
   if (actual.sizes() != expected.sizes()) {
-    return ::testing::AssertionFailure() << what << ": shape " << actual.sizes() << " vs expected "
-                                         << expected.sizes();
+    return ::testing::AssertionFailure()
+           << what << ": shape " << actual.sizes() << " vs expected " << expected.sizes();
   }
   const at::Tensor a = actual.detach().to(at::kDouble).cpu();
   const at::Tensor e = expected.detach().to(at::kDouble).cpu();
   const at::Tensor diff = (a - e).abs().flatten();
   if (diff.numel() == 0) return ::testing::AssertionSuccess();
-  if (diff.isnan().any().item<bool>()) return ::testing::AssertionFailure() << what << ": NaN found";
+  if (diff.isnan().any().item<bool>())
+    return ::testing::AssertionFailure() << what << ": NaN found";
   const int64_t worst = diff.argmax().item<int64_t>();
   const double err = diff[worst].item<double>();
   const double scale = e.abs().max().item<double>();

@@ -1,8 +1,8 @@
 // Shared by the apps' main(): run the body, map exceptions to exit codes (salad::ExitCode).
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <exception>
 #include <functional>

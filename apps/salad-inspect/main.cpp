@@ -16,10 +16,14 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 std::string human(int64_t n) {
   char buf[32];
-  if (n >= 1000000000) std::snprintf(buf, sizeof(buf), "%.2f B", n / 1e9);
-  else if (n >= 1000000) std::snprintf(buf, sizeof(buf), "%.2f M", n / 1e6);
-  else if (n >= 1000) std::snprintf(buf, sizeof(buf), "%.2f K", n / 1e3);
-  else std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(n));
+  if (n >= 1000000000)
+    std::snprintf(buf, sizeof(buf), "%.2f B", n / 1e9);
+  else if (n >= 1000000)
+    std::snprintf(buf, sizeof(buf), "%.2f M", n / 1e6);
+  else if (n >= 1000)
+    std::snprintf(buf, sizeof(buf), "%.2f K", n / 1e3);
+  else
+    std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(n));
   return buf;
 }
 

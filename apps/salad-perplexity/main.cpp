@@ -22,15 +22,16 @@ std::vector<double> score(salad::models::Qwen2& model, const std::vector<int64_t
   if (ids.size() < 2) return out;
   torch::NoGradGuard ng;
   salad::models::Qwen2Input in;
-  in.input_ids = torch::tensor(ids, torch::kLong).unsqueeze(0);  // [1, T]
+  in.input_ids = torch::tensor(ids, torch::kLong).unsqueeze(0);   // [1, T]
   const at::Tensor hidden = model->forward_hidden(in).hidden[0];  // [T, D]
   const int64_t n = hidden.size(0) - 1;
-  const at::Tensor targets = in.input_ids[0].slice(0, 1);        // [T-1]
+  const at::Tensor targets = in.input_ids[0].slice(0, 1);  // [T-1]
   constexpr int64_t kChunk = 256;
   for (int64_t s = 0; s < n; s += kChunk) {
     const int64_t len = std::min(kChunk, n - s);
     const at::Tensor lp = model->logits(hidden.narrow(0, s, len)).to(at::kFloat).log_softmax(-1);
-    const at::Tensor picked = lp.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1).to(at::kDouble);
+    const at::Tensor picked =
+        lp.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1).to(at::kDouble);
     const double* p = picked.data_ptr<double>();
     out.insert(out.end(), p, p + len);
   }
@@ -44,13 +45,18 @@ int main(int argc, char** argv) {
   std::string model_dir, tokenizer_path, text_path, ids_path, dump_path, dtype = "fp32";
   int64_t context = 0;
   int threads = 0;
-  app.add_option("--model,-m", model_dir, "Hugging Face checkpoint folder (config.json, safetensors)")
+  app.add_option("--model,-m", model_dir,
+                 "Hugging Face checkpoint folder (config.json, safetensors)")
       ->required();
-  app.add_option("--tokenizer,-t", tokenizer_path, "tokenizer.json / .model (default: the model folder's)");
-  auto* text_opt = app.add_option("--text", text_path, "UTF-8 text file, scored in windows of --context tokens");
-  auto* ids_opt = app.add_option("--ids", ids_path, "JSONL: one JSON array of ids per line, each one sequence");
+  app.add_option("--tokenizer,-t", tokenizer_path,
+                 "tokenizer.json / .model (default: the model folder's)");
+  auto* text_opt =
+      app.add_option("--text", text_path, "UTF-8 text file, scored in windows of --context tokens");
+  auto* ids_opt =
+      app.add_option("--ids", ids_path, "JSONL: one JSON array of ids per line, each one sequence");
   text_opt->excludes(ids_opt);
-  app.add_option("--context", context, "Window for --text (default: min(1024, max_position_embeddings))");
+  app.add_option("--context", context,
+                 "Window for --text (default: min(1024, max_position_embeddings))");
   app.add_option("--dump-logprobs", dump_path, "Write {\"logprobs\":[...]} per sequence (JSONL)");
   app.add_option("--dtype", dtype, "fp32 | bf16")->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--threads", threads, "Intra-op threads (0: LibTorch default)");
@@ -92,16 +98,19 @@ int main(int argc, char** argv) {
         sequences.push_back(std::move(ids));
       }
     } else {
-      const auto tok = salad::text::load_tokenizer(tokenizer_path.empty() ? model_dir : tokenizer_path);
+      const auto tok =
+          salad::text::load_tokenizer(tokenizer_path.empty() ? model_dir : tokenizer_path);
       std::ifstream in(text_path, std::ios::binary);
       if (!in) throw salad::IoError(text_path + ": cannot open");
       const std::string text((std::istreambuf_iterator<char>(in)), {});
       const auto ids = tok->encode(text);
-      const int64_t window = context > 0 ? context : std::min<int64_t>(1024, o.max_position_embeddings);
+      const int64_t window =
+          context > 0 ? context : std::min<int64_t>(1024, o.max_position_embeddings);
       for (size_t s = 0; s < ids.size(); s += window) {
         sequences.emplace_back(ids.begin() + s, ids.begin() + std::min(ids.size(), s + window));
       }
-      spdlog::info("{}: {} tokens in {} windows of {}", text_path, ids.size(), sequences.size(), window);
+      spdlog::info("{}: {} tokens in {} windows of {}", text_path, ids.size(), sequences.size(),
+                   window);
     }
 
     std::ofstream dump;
@@ -117,7 +126,8 @@ int main(int argc, char** argv) {
       count += static_cast<int64_t>(lp.size());
       if (dump) dump << nlohmann::json{{"logprobs", lp}}.dump() << '\n';
     }
-    if (count == 0) throw salad::DataError("nothing to score: every sequence has fewer than 2 tokens");
+    if (count == 0)
+      throw salad::DataError("nothing to score: every sequence has fewer than 2 tokens");
     const double nll = -total / static_cast<double>(count);
     std::cout << "perplexity " << std::exp(nll) << " over " << count << " tokens in "
               << sequences.size() << " sequences (mean NLL " << nll << " nats)\n";

@@ -10,7 +10,8 @@ int main(int argc, char** argv) {
   CLI::App app{"salad-tokenize: encode stdin lines to token ids (or decode with --decode)"};
   std::string tokenizer_path;
   bool jsonl = false, decode = false;
-  app.add_option("--tokenizer,-t", tokenizer_path, "tokenizer.json, SentencePiece .model or a folder")
+  app.add_option("--tokenizer,-t", tokenizer_path,
+                 "tokenizer.json, SentencePiece .model or a folder")
       ->required();
   app.add_flag("--jsonl", jsonl,
                "Input lines are JSON strings or objects with a \"text\" field (with --decode: "
@@ -52,7 +53,8 @@ int main(int argc, char** argv) {
             } else if (j.is_object() && j.contains("text") && j["text"].is_string()) {
               text = j["text"].get<std::string>();
             } else {
-              throw salad::DataError(where + "expected a JSON string or an object with a string \"text\"");
+              throw salad::DataError(where +
+                                     "expected a JSON string or an object with a string \"text\"");
             }
           } catch (const nlohmann::json::exception& e) {
             throw salad::DataError(where + "not valid JSON (" + e.what() + ")");

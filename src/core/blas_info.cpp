@@ -16,34 +16,44 @@ BlasInfo detect_blas() {
     char resolved[4096];
     info.library = realpath(dl.dli_fname, resolved) ? resolved : dl.dli_fname;
   }
-  // Other BLAS libraries may be loaded too (liblapack.so.3 can pull in libopenblas.so.0 while
-  // libblas.so.3 is the reference one), so a vendor's query function counts only when it lives
-  // in the same library as sgemm_.
-  auto same_library = [&](void* sym) {
-    Dl_info d{};
-    char resolved[4096];
-    if (!sym || !dladdr(sym, &d) || !d.dli_fname) return false;
-    const std::string path = realpath(d.dli_fname, resolved) ? resolved : d.dli_fname;
-    return path == info.library;
+  // Other BLAS libraries may be loaded too (liblapack.so.3 pulls in libopenblas.so.0 even when
+  // libblas.so.3 is the reference one), so a vendor's query function counts only when it is
+  // reachable from the library that defines sgemm_: that library itself or its dependencies
+  // (OpenBLAS's libblas.so.3 is a thin wrapper over libopenblas.so.0).
+  const std::string loaded_name = (sgemm && dl.dli_fname) ? dl.dli_fname : "";
+  auto vendor_symbol = [&](const char* name) -> void* {
+    if (loaded_name.empty()) return nullptr;
+    void* handle = dlopen(loaded_name.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) return nullptr;
+    void* sym = dlsym(handle, name);
+    dlclose(handle);
+    return sym;
   };
   using GetConfig = char* (*)();
   using GetInt = int (*)();
-  void* openblas_config = dlsym(RTLD_DEFAULT, "openblas_get_config");
-  if (same_library(openblas_config)) {
+  void* openblas_config = vendor_symbol("openblas_get_config");
+  if (openblas_config) {
     info.kind = BlasInfo::Kind::kOpenBlas;
     info.description = reinterpret_cast<GetConfig>(openblas_config)();
-    if (auto par = reinterpret_cast<GetInt>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"))) {
+    if (auto par = reinterpret_cast<GetInt>(vendor_symbol("openblas_get_parallel"))) {
       switch (par()) {
-        case 0: info.threading = BlasInfo::Threading::kSequential; break;
-        case 1: info.threading = BlasInfo::Threading::kPthread; break;
-        case 2: info.threading = BlasInfo::Threading::kOpenMP; break;
-        default: break;
+        case 0:
+          info.threading = BlasInfo::Threading::kSequential;
+          break;
+        case 1:
+          info.threading = BlasInfo::Threading::kPthread;
+          break;
+        case 2:
+          info.threading = BlasInfo::Threading::kOpenMP;
+          break;
+        default:
+          break;
       }
     }
-  } else if (same_library(dlsym(RTLD_DEFAULT, "mkl_get_version_string"))) {
+  } else if (vendor_symbol("mkl_get_version_string")) {
     info.kind = BlasInfo::Kind::kMkl;
     info.description = "Intel MKL";
-  } else if (same_library(dlsym(RTLD_DEFAULT, "bli_info_get_version_str"))) {
+  } else if (vendor_symbol("bli_info_get_version_str")) {
     info.kind = BlasInfo::Kind::kBlis;
     info.description = "BLIS";
   } else if (info.library.find("/blas/") != std::string::npos ||
@@ -60,21 +70,30 @@ void log_blas_info() {
   const BlasInfo b = detect_blas();
   const char* threading = "";
   switch (b.threading) {
-    case BlasInfo::Threading::kSequential: threading = ", sequential"; break;
-    case BlasInfo::Threading::kPthread: threading = ", pthreads"; break;
-    case BlasInfo::Threading::kOpenMP: threading = ", OpenMP"; break;
-    default: break;
+    case BlasInfo::Threading::kSequential:
+      threading = ", sequential";
+      break;
+    case BlasInfo::Threading::kPthread:
+      threading = ", pthreads";
+      break;
+    case BlasInfo::Threading::kOpenMP:
+      threading = ", OpenMP";
+      break;
+    default:
+      break;
   }
   spdlog::info("BLAS: {}{} ({}); LibTorch intra-op threads: {}", b.description, threading,
                b.library.empty() ? "library not found" : b.library, at::get_num_threads());
   if (b.kind == BlasInfo::Kind::kReference) {
-    spdlog::warn("LibTorch runs on the reference BLAS, ~30x slower than OpenBLAS: install "
-                 "libopenblas0-openmp and point the libblas.so.3 alternative at it "
-                 "(scripts/setup.sh does both)");
+    spdlog::warn(
+        "LibTorch runs on the reference BLAS, ~30x slower than OpenBLAS: install "
+        "libopenblas0-openmp and point the libblas.so.3 alternative at it "
+        "(scripts/setup.sh does both)");
   } else if (b.threading == BlasInfo::Threading::kPthread) {
-    spdlog::warn("OpenBLAS is the pthread build; its threads fight LibTorch's OpenMP pool "
-                 "(~3x slower steps measured on 2 cores): install libopenblas0-openmp "
-                 "(scripts/setup.sh)");
+    spdlog::warn(
+        "OpenBLAS is the pthread build; its threads fight LibTorch's OpenMP pool "
+        "(~3x slower steps measured on 2 cores): install libopenblas0-openmp "
+        "(scripts/setup.sh)");
   }
 }
 

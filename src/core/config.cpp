@@ -54,11 +54,16 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 std::string describe(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "nothing (null)";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
-    default: return "an undefined value";
+    case YAML::NodeType::Null:
+      return "nothing (null)";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Scalar:
+      return "'" + n.Scalar() + "'";
+    default:
+      return "an undefined value";
   }
 }
 
@@ -149,8 +154,8 @@ class Parser {
       if (ok) value = std::move(out);
       return ok;
     } else {
-      if (!node.IsScalar() && !(node.IsNull() && std::is_same_v<T, std::string>) &&
-          !(node.IsNull() && std::is_same_v<T, fs::path>)) {
+      if (!node.IsScalar() && !(node.IsNull() && std::is_same_v<T, std::string>)&&!(
+                                  node.IsNull() && std::is_same_v<T, fs::path>)) {
         return type_error(node, full, "a " + type_name<T>()), false;
       }
       if constexpr (std::is_same_v<T, std::string>) {
@@ -161,7 +166,8 @@ class Parser {
         value = p;
       } else if constexpr (std::is_same_v<T, bool>) {
         bool b;
-        if (!YAML::convert<bool>::decode(node, b)) return type_error(node, full, "a boolean"), false;
+        if (!YAML::convert<bool>::decode(node, b))
+          return type_error(node, full, "a boolean"), false;
         value = b;
       } else if constexpr (std::is_integral_v<T>) {
         const std::string& s = node.Scalar();

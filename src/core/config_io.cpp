@@ -156,10 +156,12 @@ std::string reference_markdown() {
 void SaladConfig::validate() const {
   std::vector<std::string> e;
   auto positive = [&](const char* key, double v) {
-    if (!(v > 0)) e.push_back("key '" + std::string(key) + "' must be > 0, found " + format_double(v));
+    if (!(v > 0))
+      e.push_back("key '" + std::string(key) + "' must be > 0, found " + format_double(v));
   };
   auto non_negative = [&](const char* key, double v) {
-    if (!(v >= 0)) e.push_back("key '" + std::string(key) + "' must be >= 0, found " + format_double(v));
+    if (!(v >= 0))
+      e.push_back("key '" + std::string(key) + "' must be >= 0, found " + format_double(v));
   };
   auto divides = [&](const char* a, int64_t av, const char* b, int64_t bv) {
     if (av > 0 && bv > 0 && bv % av != 0) {
@@ -178,8 +180,8 @@ void SaladConfig::validate() const {
   positive("model.arch.rms_norm_eps", a.rms_norm_eps);
   divides("model.arch.num_attention_heads", a.num_attention_heads, "model.arch.hidden_size",
           a.hidden_size);
-  divides("model.arch.num_key_value_heads", a.num_key_value_heads,
-          "model.arch.num_attention_heads", a.num_attention_heads);
+  divides("model.arch.num_key_value_heads", a.num_key_value_heads, "model.arch.num_attention_heads",
+          a.num_attention_heads);
   positive("adapter.hidden_size", adapter.hidden_size);
   positive("adapter.num_layers", adapter.num_layers);
   positive("adapter.num_heads", adapter.num_heads);
@@ -212,7 +214,8 @@ void SaladConfig::validate() const {
     for (size_t i = 0; i < list->size(); ++i) {
       const auto& s = (*list)[i];
       const std::string key = std::string(name) + "[" + std::to_string(i) + "]";
-      if (!seen.insert(s.name).second) e.push_back(key + ": duplicate source name '" + s.name + "'");
+      if (!seen.insert(s.name).second)
+        e.push_back(key + ": duplicate source name '" + s.name + "'");
       if (!(s.weight >= 0)) e.push_back(key + ".weight must be >= 0");
     }
   }

@@ -42,7 +42,8 @@ void setup_logging(const LogOptions& o) {
     }
   }
   auto logger = std::make_shared<spdlog::logger>("salad", sinks.begin(), sinks.end());
-  const std::string rank_tag = env_world_size() > 1 || rank != 0 ? " [r" + std::to_string(rank) + "]" : "";
+  const std::string rank_tag =
+      env_world_size() > 1 || rank != 0 ? " [r" + std::to_string(rank) + "]" : "";
   logger->set_pattern("[%H:%M:%S.%e]" + rank_tag + " [%^%l%$] %v");
   logger->set_level(level);
   logger->flush_on(spdlog::level::warn);

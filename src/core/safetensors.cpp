@@ -9,9 +9,9 @@
 
 #include <cstring>
 #include <fstream>
-#include <numeric>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <set>
 
 #include "salad/core/atomic_file.h"
@@ -33,14 +33,13 @@ struct DTypeEntry {
   c10::ScalarType type;
 };
 const DTypeEntry kDTypes[] = {
-    {"F64", c10::kDouble}, {"F32", c10::kFloat},  {"F16", c10::kHalf},
-    {"BF16", c10::kBFloat16}, {"I64", c10::kLong}, {"I32", c10::kInt},
-    {"I16", c10::kShort},  {"I8", c10::kChar},    {"U8", c10::kByte},
-    {"BOOL", c10::kBool},
+    {"F64", c10::kDouble}, {"F32", c10::kFloat}, {"F16", c10::kHalf},  {"BF16", c10::kBFloat16},
+    {"I64", c10::kLong},   {"I32", c10::kInt},   {"I16", c10::kShort}, {"I8", c10::kChar},
+    {"U8", c10::kByte},    {"BOOL", c10::kBool},
 };
 // Valid safetensors dtypes that this LibTorch build cannot hold.
-const char* const kUnsupported[] = {"U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3",
-                                    "F6_E3M2", "F4", "C64"};
+const char* const kUnsupported[] = {"U16",     "U32",     "U64",     "F8_E4M3", "F8_E5M2",
+                                    "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",      "C64"};
 
 [[noreturn]] void fail(const fs::path& p, const std::string& what) {
   throw IoError(p.string() + ": " + what);
@@ -142,7 +141,8 @@ std::shared_ptr<const File> File::open(const fs::path& path) {
     }
     const std::string where = "tensor '" + name + "': ";
     if (!v.is_object()) fail(path, where + "entry is not an object");
-    if (!v.contains("dtype") || !v["dtype"].is_string()) fail(path, where + "missing string 'dtype'");
+    if (!v.contains("dtype") || !v["dtype"].is_string())
+      fail(path, where + "missing string 'dtype'");
     if (!v.contains("shape") || !v["shape"].is_array()) fail(path, where + "missing array 'shape'");
     if (!v.contains("data_offsets") || !v["data_offsets"].is_array() ||
         v["data_offsets"].size() != 2 || !v["data_offsets"][0].is_number_unsigned() ||
@@ -247,7 +247,8 @@ Checkpoint Checkpoint::open(const fs::path& what) {
     } else if (singles.size() == 1) {
       target = singles[0];
     } else {
-      throw IoError(what.string() + ": expected model.safetensors, model.safetensors.index.json or "
+      throw IoError(what.string() +
+                    ": expected model.safetensors, model.safetensors.index.json or "
                     "exactly one *.safetensors file in the folder, found " +
                     std::to_string(singles.size()) + " .safetensors and " +
                     std::to_string(indexes.size()) + " index files");
@@ -271,7 +272,8 @@ Checkpoint Checkpoint::open(const fs::path& what) {
     }
     if (idx.contains("metadata") && idx["metadata"].is_object()) {
       for (auto m = idx["metadata"].begin(); m != idx["metadata"].end(); ++m) {
-        c.metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+        c.metadata_[m.key()] =
+            m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
       }
     }
     std::map<std::string, size_t> file_index;
@@ -371,7 +373,8 @@ void save(const fs::path& path, const NamedTensors& tensors,
   });
   for (size_t i : order) {
     const auto& [name, t] = tensors[i];
-    if (name == "__metadata__") throw Error(path.string() + ": '__metadata__' is not a tensor name");
+    if (name == "__metadata__")
+      throw Error(path.string() + ": '__metadata__' is not a tensor name");
     if (!names.insert(name).second) {
       throw Error(path.string() + ": duplicate tensor name '" + name + "'");
     }
@@ -384,7 +387,8 @@ void save(const fs::path& path, const NamedTensors& tensors,
     }
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
-    header[name] = {{"dtype", dt}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", dt}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(std::move(c));
   }

@@ -24,11 +24,11 @@ Rotary rotary_embedding(const at::Tensor& position_ids, int64_t head_dim, double
   const auto opts = at::TensorOptions().device(position_ids.device());
   // float32 throughout, in the order Hugging Face computes it: a float64 angle changes logits
   // by ~1e-3 at position 20000 (fixture far_pos).
-  const at::Tensor exponent =
-      at::arange(0, head_dim, 2, opts.dtype(at::kLong)).to(at::kFloat) / static_cast<double>(head_dim);
-  const at::Tensor inv_freq = 1.0 / at::pow(theta, exponent);                        // [Dh/2]
-  const at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;     // [B, T, Dh/2]
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);                               // [B, T, Dh]
+  const at::Tensor exponent = at::arange(0, head_dim, 2, opts.dtype(at::kLong)).to(at::kFloat) /
+                              static_cast<double>(head_dim);
+  const at::Tensor inv_freq = 1.0 / at::pow(theta, exponent);                     // [Dh/2]
+  const at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, Dh/2]
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);                             // [B, T, Dh]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -49,9 +49,9 @@ at::Tensor attention_allowed(int64_t batch, int64_t length, const at::Tensor& at
                              const at::Tensor& document_ids, c10::Device device) {
   const auto opts = at::TensorOptions().device(device);
   at::Tensor allowed = at::ones({length, length}, opts.dtype(at::kBool)).tril();  // [T, T]
-  allowed = allowed.unsqueeze(0).expand({batch, length, length});               // [B, T, T]
+  allowed = allowed.unsqueeze(0).expand({batch, length, length});                 // [B, T, T]
   if (attention_mask.defined()) {
-    allowed = allowed & attention_mask.to(device).to(at::kBool).unsqueeze(1);    // keys
+    allowed = allowed & attention_mask.to(device).to(at::kBool).unsqueeze(1);  // keys
   }
   if (document_ids.defined()) {
     const at::Tensor d = document_ids.to(device);
@@ -74,7 +74,8 @@ void AttentionOptions::validate() const {
                       ") must divide num_heads (" + std::to_string(num_heads) + ")");
   }
   const int64_t dh = head_dim ? head_dim : hidden_size / num_heads;
-  if (dh % 2 != 0) throw ConfigError("attention: head_dim must be even for RoPE, found " + std::to_string(dh));
+  if (dh % 2 != 0)
+    throw ConfigError("attention: head_dim must be even for RoPE, found " + std::to_string(dh));
 }
 
 AttentionImpl::AttentionImpl(const AttentionOptions& o) : o_(o) {
@@ -83,13 +84,18 @@ AttentionImpl::AttentionImpl(const AttentionOptions& o) : o_(o) {
   const int64_t q_dim = o_.num_heads * o_.head_dim;
   const int64_t kv_dim = o_.num_kv_heads * o_.head_dim;
   using torch::nn::LinearOptions;
-  q_proj = register_module("q_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, q_dim).bias(o_.qkv_bias)));
-  k_proj = register_module("k_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, kv_dim).bias(o_.qkv_bias)));
-  v_proj = register_module("v_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, kv_dim).bias(o_.qkv_bias)));
-  o_proj = register_module("o_proj", torch::nn::Linear(LinearOptions(q_dim, o_.hidden_size).bias(false)));
+  q_proj = register_module(
+      "q_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, q_dim).bias(o_.qkv_bias)));
+  k_proj = register_module(
+      "k_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, kv_dim).bias(o_.qkv_bias)));
+  v_proj = register_module(
+      "v_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, kv_dim).bias(o_.qkv_bias)));
+  o_proj = register_module("o_proj",
+                           torch::nn::Linear(LinearOptions(q_dim, o_.hidden_size).bias(false)));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const Rotary& rot, const at::Tensor& allowed) {
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const Rotary& rot,
+                                  const at::Tensor& allowed) {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = o_.num_heads, Hkv = o_.num_kv_heads, Dh = o_.head_dim;
   at::Tensor q = q_proj(x).view({B, T, H, Dh}).transpose(1, 2);    // [B, H, T, Dh]
@@ -118,9 +124,12 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const Rotary& rot, const 
 
 SwiGluImpl::SwiGluImpl(int64_t hidden_size, int64_t intermediate_size) {
   using torch::nn::LinearOptions;
-  gate_proj = register_module("gate_proj", torch::nn::Linear(LinearOptions(hidden_size, intermediate_size).bias(false)));
-  up_proj = register_module("up_proj", torch::nn::Linear(LinearOptions(hidden_size, intermediate_size).bias(false)));
-  down_proj = register_module("down_proj", torch::nn::Linear(LinearOptions(intermediate_size, hidden_size).bias(false)));
+  gate_proj = register_module(
+      "gate_proj", torch::nn::Linear(LinearOptions(hidden_size, intermediate_size).bias(false)));
+  up_proj = register_module(
+      "up_proj", torch::nn::Linear(LinearOptions(hidden_size, intermediate_size).bias(false)));
+  down_proj = register_module(
+      "down_proj", torch::nn::Linear(LinearOptions(intermediate_size, hidden_size).bias(false)));
 }
 
 at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
@@ -128,14 +137,16 @@ at::Tensor SwiGluImpl::forward(const at::Tensor& x) {
 }
 
 DecoderBlockImpl::DecoderBlockImpl(const BlockOptions& o) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(o.attention.hidden_size, o.rms_norm_eps));
+  input_layernorm =
+      register_module("input_layernorm", RMSNorm(o.attention.hidden_size, o.rms_norm_eps));
   self_attn = register_module("self_attn", Attention(o.attention));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RMSNorm(o.attention.hidden_size, o.rms_norm_eps));
   mlp = register_module("mlp", SwiGlu(o.attention.hidden_size, o.intermediate_size));
 }
 
-at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const Rotary& rot, const at::Tensor& allowed) {
+at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const Rotary& rot,
+                                     const at::Tensor& allowed) {
   at::Tensor h = x + self_attn(input_layernorm(x), rot, allowed);
   return h + mlp(post_attention_layernorm(h));
 }

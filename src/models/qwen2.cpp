@@ -112,13 +112,15 @@ Qwen2Options Qwen2Options::from_hf_config(const std::filesystem::path& path) {
   get_num(j, "rms_norm_eps", o.rms_norm_eps);
   if (j.contains("tie_word_embeddings")) {
     if (!j["tie_word_embeddings"].is_boolean()) {
-      e.push_back("key 'tie_word_embeddings': expected a boolean, found " + j["tie_word_embeddings"].dump());
+      e.push_back("key 'tie_word_embeddings': expected a boolean, found " +
+                  j["tie_word_embeddings"].dump());
     } else {
       o.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
     }
   }
   const std::string act = j.value("hidden_act", std::string("silu"));
-  if (act != "silu") e.push_back("key 'hidden_act': only \"silu\" is supported, found \"" + act + "\"");
+  if (act != "silu")
+    e.push_back("key 'hidden_act': only \"silu\" is supported, found \"" + act + "\"");
   if (j.value("use_sliding_window", false)) {
     e.push_back("key 'use_sliding_window': sliding-window attention is not supported");
   }
@@ -212,7 +214,8 @@ Qwen2Impl::Qwen2Impl(const Qwen2Options& o) : o_(o) {
   model = register_module("model", Qwen2Model(o_));
   if (!o_.tie_word_embeddings) {
     lm_head = register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(o_.hidden_size, o_.vocab_size).bias(false)));
+        "lm_head",
+        torch::nn::Linear(torch::nn::LinearOptions(o_.hidden_size, o_.vocab_size).bias(false)));
   }
 }
 
@@ -234,10 +237,14 @@ Qwen2Output Qwen2Impl::forward_hidden(const Qwen2Input& in, bool keep_layer_outp
   const int64_t B = h.size(0), T = h.size(1);
   at::Tensor pos = in.position_ids;
   if (!pos.defined()) {
-    pos = at::arange(T, at::TensorOptions().dtype(at::kLong).device(h.device())).unsqueeze(0).expand({B, T});
+    pos = at::arange(T, at::TensorOptions().dtype(at::kLong).device(h.device()))
+              .unsqueeze(0)
+              .expand({B, T});
   }
-  const Rotary rot = rotary_embedding(pos.to(h.device()), o_.resolved_head_dim(), o_.rope_theta, h.scalar_type());
-  const at::Tensor allowed = attention_allowed(B, T, in.attention_mask, in.document_ids, h.device());
+  const Rotary rot =
+      rotary_embedding(pos.to(h.device()), o_.resolved_head_dim(), o_.rope_theta, h.scalar_type());
+  const at::Tensor allowed =
+      attention_allowed(B, T, in.attention_mask, in.document_ids, h.device());
   Qwen2Output out;
   for (const auto& layer : *model->layers) {
     h = layer->as<DecoderBlock>()->forward(h, rot, allowed);  // [B, T, D]
@@ -255,8 +262,9 @@ at::Tensor Qwen2Impl::forward(const Qwen2Input& in) { return logits(forward_hidd
 
 Qwen2 load_qwen2(const std::filesystem::path& dir, c10::ScalarType dtype) {
   if (!std::filesystem::is_directory(dir)) {
-    throw IoError(dir.string() + ": not a folder (expected a Hugging Face checkpoint folder "
-                                 "with config.json and *.safetensors)");
+    throw IoError(dir.string() +
+                  ": not a folder (expected a Hugging Face checkpoint folder "
+                  "with config.json and *.safetensors)");
   }
   const Qwen2Options o = Qwen2Options::from_hf_config(dir / "config.json");
   const auto ckpt = safetensors::Checkpoint::open(dir);

@@ -102,7 +102,8 @@ LoadReport load_weights(torch::nn::Module& module, const safetensors::Checkpoint
   return report;
 }
 
-safetensors::NamedTensors named_tensors(const torch::nn::Module& module, const std::string& prefix) {
+safetensors::NamedTensors named_tensors(const torch::nn::Module& module,
+                                        const std::string& prefix) {
   safetensors::NamedTensors out;
   for (const auto& [name, t] : module_tensors(module)) out.emplace_back(prefix + name, t);
   return out;

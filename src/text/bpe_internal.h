@@ -13,6 +13,8 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+
+#include "salad/text/utf8.h"
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -21,15 +23,16 @@
 
 namespace salad::text::bpe {
 
+using text::is_ascii;
+using text::is_valid_utf8;
+using text::utf8_lossy;
+
+/// The Split pattern with \s / \S spelled out as Oniguruma's Unicode classes (what Hugging
+/// Face's tokenizers compile), for PCRE2. Throws std::invalid_argument for \S inside [...].
+std::string onig_whitespace(const std::string& pattern);
+
 // ---- UTF-8 ----------------------------------------------------------------------------------
 
-/// True when every byte of `s` is < 0x80.
-bool is_ascii(std::string_view s);
-/// True when `s` is well-formed UTF-8 (no overlongs, surrogates or code points > U+10FFFF).
-bool is_valid_utf8(std::string_view s);
-/// `s` with each maximal ill-formed subsequence replaced by U+FFFD: Rust's
-/// String::from_utf8_lossy, which is what Hugging Face applies to bytes.
-std::string utf8_lossy(std::string_view s);
 /// Byte length of the UTF-8 sequence starting with `lead` (1 for a stray byte).
 inline std::size_t utf8_len(unsigned char lead) {
   return lead < 0xC0 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;

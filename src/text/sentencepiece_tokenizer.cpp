@@ -11,6 +11,7 @@
 // fails its version check ("compiled against 3.14.0") and then deadlocks in InitSCCImpl.
 // The module is never dlclose()d: sentencepiece keeps thread-local state with destructors.
 #include "salad/text/sentencepiece_tokenizer.h"
+#include "salad/text/utf8.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -36,64 +37,6 @@ namespace {
 
 constexpr const char* kModuleFile = "libsalad_spm.so";
 constexpr const char* kModuleEnv = "SALAD_SPM_MODULE";
-
-// ---- UTF-8 repair --------------------------------------------------------------------------
-
-// Length of the well-formed UTF-8 sequence at `s[i]` (Unicode 15, table 3-7), or, when it is
-// ill-formed, minus the length of its maximal subpart (at least 1 byte), which is what becomes
-// one U+FFFD under the W3C/WHATWG practice that Hugging Face and Rust follow.
-int utf8_sequence(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  int len;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;  // no surrogates
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;  // nothing above U+10FFFF
-  } else {
-    return -1;  // a continuation byte, an overlong lead (C0, C1) or F5..FF
-  }
-  for (int k = 1; k < len; ++k) {
-    if (i + k >= s.size()) return -k;
-    const unsigned char lower = k == 1 ? lo : 0x80, upper = k == 1 ? hi : 0xBF;
-    if (b(i + k) < lower || b(i + k) > upper) return -k;
-  }
-  return len;
-}
-
-bool is_valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const int n = utf8_sequence(s, i);
-    if (n < 0) return false;
-    i += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-// `s` with each maximal ill-formed subsequence replaced by U+FFFD.
-std::string repair_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 8);
-  for (size_t i = 0; i < s.size();) {
-    const int n = utf8_sequence(s, i);
-    if (n > 0) {
-      out.append(s.data() + i, static_cast<size_t>(n));
-      i += static_cast<size_t>(n);
-    } else {
-      out += "\xEF\xBF\xBD";  // U+FFFD
-      i += static_cast<size_t>(-n);
-    }
-  }
-  return out;
-}
 
 // ---- the module ----------------------------------------------------------------------------
 
@@ -260,7 +203,7 @@ std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::from_bytes(
 std::vector<int64_t> SentencePieceTokenizer::encode(std::string_view text) const {
   std::string repaired;
   if (!is_valid_utf8(text)) {
-    repaired = repair_utf8(text);
+    repaired = utf8_lossy(text);
     text = repaired;
   }
   std::vector<int64_t> ids;
@@ -367,7 +310,7 @@ void SentencePieceTrainOptions::validate() const {
     if (s.find(',') != std::string::npos) {
       fail(field, "\"" + s + "\"", "a piece without ',' (sentencepiece splits the list on commas)");
     }
-    if (!is_valid_utf8(s)) fail(field, "\"" + repair_utf8(s) + "\"", "valid UTF-8");
+    if (!is_valid_utf8(s)) fail(field, "\"" + utf8_lossy(s) + "\"", "valid UTF-8");
   }
   check_range("unk_id", unk_id, 0, vocab_size - 1);
   const std::pair<const char*, int64_t> ids[] = {
@@ -427,7 +370,7 @@ class CorpusReader {
       }
       if (!self->line_.empty() && self->line_.back() == '\r') self->line_.pop_back();
       if (!is_valid_utf8(self->line_)) {
-        self->line_ = repair_utf8(self->line_);
+        self->line_ = utf8_lossy(self->line_);
         ++self->repaired_lines_;
       }
       *data = self->line_.data();

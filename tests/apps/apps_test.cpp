@@ -18,8 +18,8 @@ const std::string kInspect = SALAD_INSPECT_EXE;
 TEST(AppsTest, DumpConfigPrintsTheResolvedConfigThatLoadsAgain) {
   TempDir d;
   test::write_text(d / "r.yaml", "run: {dir: out}\ntrain: {steps: 7}\n");
-  const auto r = run(kTrain + " --config " + (d / "r.yaml").string() +
-                     " --set loss.alpha=0.5 --dump-config");
+  const auto r =
+      run(kTrain + " --config " + (d / "r.yaml").string() + " --set loss.alpha=0.5 --dump-config");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   test::write_text(d / "dumped.yaml", r.output);
   const auto c = config::load(d / "dumped.yaml");

@@ -40,11 +40,14 @@ TEST(PerplexityAppGolden, LogprobsMatchTheReferenceLogits) {
     const auto cases = safetensors::Checkpoint::open(dir / "cases.safetensors");
     const at::Tensor ids = cases.get("single.input_ids").to(at::kLong)[0];
     const at::Tensor ref = cases.get("single.logits")[0].to(at::kDouble).log_softmax(-1);
-    const at::Tensor expected = ref.slice(0, 0, -1).gather(1, ids.slice(0, 1).unsqueeze(1)).squeeze(1);
+    const at::Tensor expected =
+        ref.slice(0, 0, -1).gather(1, ids.slice(0, 1).unsqueeze(1)).squeeze(1);
     std::vector<int64_t> v(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
-    test::write_text(d / "ids.jsonl", nlohmann::json(v).dump() + "\n\n" + nlohmann::json(v).dump() + "\n");
-    const auto r = run(kPerplexity + " --model " + dir.string() + " --ids " + (d / "ids.jsonl").string() +
-                       " --dump-logprobs " + (d / "lp.jsonl").string());
+    test::write_text(d / "ids.jsonl",
+                     nlohmann::json(v).dump() + "\n\n" + nlohmann::json(v).dump() + "\n");
+    const auto r =
+        run(kPerplexity + " --model " + dir.string() + " --ids " + (d / "ids.jsonl").string() +
+            " --dump-logprobs " + (d / "lp.jsonl").string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const auto dumped = lines_of(test::read_text(d / "lp.jsonl"));
     ASSERT_EQ(dumped.size(), 2u) << "one line per sequence; the blank line is not a sequence";
@@ -54,8 +57,10 @@ TEST(PerplexityAppGolden, LogprobsMatchTheReferenceLogits) {
     const auto pos = r.output.find("perplexity ");
     ASSERT_NE(pos, std::string::npos) << r.output;
     EXPECT_NEAR(std::stod(r.output.substr(pos + 11)), ppl, 1e-3 * ppl) << r.output;
-    EXPECT_NE(r.output.find("over " + std::to_string(2 * (v.size() - 1)) + " tokens in 2 sequences"),
-              std::string::npos) << r.output;
+    EXPECT_NE(
+        r.output.find("over " + std::to_string(2 * (v.size() - 1)) + " tokens in 2 sequences"),
+        std::string::npos)
+        << r.output;
   }
 }
 
@@ -65,13 +70,16 @@ TEST(PerplexityAppTest, BadIdsAreDataErrors) {
   test::write_text(d / "ids.jsonl", "[1, 2, 3]\n[1, 99999]\n");
   auto r = run(kPerplexity + " --model " + dir.string() + " --ids " + (d / "ids.jsonl").string());
   EXPECT_EQ(r.exit_code, kExitData) << r.output;
-  EXPECT_NE(r.output.find("ids.jsonl:2: id 99999 is outside the vocabulary [0, 320)"), std::string::npos)
+  EXPECT_NE(r.output.find("ids.jsonl:2: id 99999 is outside the vocabulary [0, 320)"),
+            std::string::npos)
       << r.output;
   test::write_text(d / "ids.jsonl", "[1, \"a\"]\n");
   r = run(kPerplexity + " --model " + dir.string() + " --ids " + (d / "ids.jsonl").string());
   EXPECT_EQ(r.exit_code, kExitData) << r.output;
-  EXPECT_NE(r.output.find("ids.jsonl:1: expected a JSON array of integer ids"), std::string::npos) << r.output;
-  r = run(kPerplexity + " --model " + (d / "nothing").string() + " --ids " + (d / "ids.jsonl").string());
+  EXPECT_NE(r.output.find("ids.jsonl:1: expected a JSON array of integer ids"), std::string::npos)
+      << r.output;
+  r = run(kPerplexity + " --model " + (d / "nothing").string() + " --ids " +
+          (d / "ids.jsonl").string());
   EXPECT_EQ(r.exit_code, kExitIo) << r.output;
 }
 
@@ -87,7 +95,8 @@ TEST(TokenizeAppTest, EncodesLinesAndJsonlAndDecodesBack) {
   EXPECT_EQ(lines[0], "[785,3974,13876,38835,34208,916,279,15678,5562,13]");
 
   test::write_text(d / "in.jsonl",
-                   "\"The quick brown fox jumps over the lazy dog.\"\n{\"id\": 3, \"text\": \"Hello, world!\"}\n");
+                   "\"The quick brown fox jumps over the lazy dog.\"\n{\"id\": 3, \"text\": "
+                   "\"Hello, world!\"}\n");
   r = run(kTokenize + " --jsonl -t " + tok.string() + " < " + (d / "in.jsonl").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(lines_of(r.output), lines);
@@ -108,7 +117,8 @@ TEST(TokenizeAppTest, BadLinesNameTheLine) {
   test::write_text(d / "in.jsonl", "{\"txt\": 1}\n");
   r = run(kTokenize + " --jsonl -t " + tok.string() + " < " + (d / "in.jsonl").string());
   EXPECT_EQ(r.exit_code, kExitData) << r.output;
-  EXPECT_NE(r.output.find("stdin line 1: expected a JSON string or an object"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("stdin line 1: expected a JSON string or an object"), std::string::npos)
+      << r.output;
 }
 
 }  // namespace

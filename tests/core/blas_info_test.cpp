@@ -16,6 +16,13 @@ TEST(BlasInfoTest, FindsTheBlasLibTorchUses) {
   const BlasInfo b = detect_blas();
   EXPECT_FALSE(b.library.empty()) << "no library defines sgemm_";
   EXPECT_FALSE(b.description.empty());
+  // The kind follows the library that really defines sgemm_, even when another BLAS is loaded
+  // too (liblapack.so.3 of OpenBLAS loads libopenblas.so.0 next to a reference libblas.so.3).
+  if (b.library.find("openblas") != std::string::npos) {
+    EXPECT_EQ(b.kind, BlasInfo::Kind::kOpenBlas) << b.library;
+  } else if (b.library.find("/blas/") != std::string::npos) {
+    EXPECT_EQ(b.kind, BlasInfo::Kind::kReference) << b.library;
+  }
 }
 
 TEST(BlasInfoTest, SetupInstalledOpenBlasWithOpenMP) {

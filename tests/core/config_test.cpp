@@ -33,7 +33,7 @@ TEST(ConfigTest, IncludesApplyFirstAndPathsFollowTheirFile) {
   const SaladConfig c = load(d / "top.yaml", {"train.log_every=5", "run.seed=9"});
   EXPECT_EQ(c.run.dir, d.path() / "base/runs/base");
   EXPECT_EQ(c.model.tokenizer, d.path() / "base/tok.model");
-  EXPECT_EQ(c.train.steps, 20);   // mid overrides base
+  EXPECT_EQ(c.train.steps, 20);     // mid overrides base
   EXPECT_EQ(c.train.log_every, 5);  // --set overrides files
   EXPECT_EQ(c.run.seed, 9);
   EXPECT_DOUBLE_EQ(c.loss.alpha, 0.25);
@@ -47,8 +47,9 @@ TEST(ConfigTest, IncludesApplyFirstAndPathsFollowTheirFile) {
 TEST(ConfigTest, SetTakesYamlValuesAndWholeLists) {
   TempDir d;
   write_text(d / "r.yaml", "run: {dir: o}\ndata:\n  train: [{name: a, path: a.jsonl}]\n");
-  const SaladConfig c = load(d / "r.yaml", {"data.train=[{name: b, path: /b.jsonl}, {name: c, path: /c}]",
-                                           "train.activation_checkpointing=yes", "optim.lr_llm=1e-6"});
+  const SaladConfig c =
+      load(d / "r.yaml", {"data.train=[{name: b, path: /b.jsonl}, {name: c, path: /c}]",
+                          "train.activation_checkpointing=yes", "optim.lr_llm=1e-6"});
   ASSERT_EQ(c.data.train.size(), 2u);
   EXPECT_EQ(c.data.train[0].name, "b");
   EXPECT_TRUE(c.train.activation_checkpointing);
@@ -63,12 +64,12 @@ TEST(ConfigTest, UnknownKeysAreAllReportedWithFileLineColumn) {
              "  alpha: 0.5\n  beta: 2\n");
   const std::string r = fs::weakly_canonical(d / "r.yaml").string();
   const std::string inc = fs::weakly_canonical(d / "inc.yaml").string();
-  expect_error<ConfigError>([&] { load(d / "r.yaml", {"train.nope=1"}); },
-                            {"5 problems", inc + ":3:3: unknown key 'run.sed' (did you mean 'run.seed'?)",
-                             r + ":3:3: unknown key 'train.stepz' (did you mean 'train.steps'?)",
-                             r + ":5:1: unknown key 'modle' (did you mean 'model'?)",
-                             r + ":9:3: unknown key 'loss.beta'",
-                             "--set train.nope=1: unknown key 'train.nope'"});
+  expect_error<ConfigError>(
+      [&] { load(d / "r.yaml", {"train.nope=1"}); },
+      {"5 problems", inc + ":3:3: unknown key 'run.sed' (did you mean 'run.seed'?)",
+       r + ":3:3: unknown key 'train.stepz' (did you mean 'train.steps'?)",
+       r + ":5:1: unknown key 'modle' (did you mean 'model'?)", r + ":9:3: unknown key 'loss.beta'",
+       "--set train.nope=1: unknown key 'train.nope'"});
 }
 
 TEST(ConfigTest, TypeErrorsNameKeyExpectedAndFound) {
@@ -172,8 +173,9 @@ TEST(ConfigTest, ApplyOverridesOnALoadedConfig) {
 
 TEST(ConfigTest, ReferenceDocumentsEveryKeyAndDocsAreInSync) {
   const std::string md = reference_markdown();
-  for (const char* key : {"`run.dir` | path | **required**", "`data.train[].weight` | number",
-                          "`run.stage` | one of text \\| 1 \\| 2 | `1`", "`loss.alpha` | number | `1.0`"}) {
+  for (const char* key :
+       {"`run.dir` | path | **required**", "`data.train[].weight` | number",
+        "`run.stage` | one of text \\| 1 \\| 2 | `1`", "`loss.alpha` | number | `1.0`"}) {
     EXPECT_NE(md.find(key), std::string::npos) << key;
   }
   const std::string doc = test::read_text(fs::path(SALAD_SOURCE_DIR) / "docs/config.md");

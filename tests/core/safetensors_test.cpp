@@ -95,11 +95,12 @@ TEST(SafetensorsTest, ReadsTheQwen2FixtureSingleFileAndSharded) {
   const auto untied = Checkpoint::open(test::data_dir() / "qwen2/qwen2_tiny_untied");
   EXPECT_EQ(untied.files().size(), 2u);
   EXPECT_TRUE(untied.contains("lm_head.weight"));
-  const auto via_index = Checkpoint::open(test::data_dir() /
-                                          "qwen2/qwen2_tiny_untied/model.safetensors.index.json");
+  const auto via_index =
+      Checkpoint::open(test::data_dir() / "qwen2/qwen2_tiny_untied/model.safetensors.index.json");
   EXPECT_EQ(via_index.names(), untied.names());
   EXPECT_EQ(untied.info("lm_head.weight").shape, (std::vector<int64_t>{352, 96}));
-  EXPECT_EQ(untied.file_of("model.layers.1.input_layernorm.weight").filename(), "model-00002-of-00002.safetensors");
+  EXPECT_EQ(untied.file_of("model.layers.1.input_layernorm.weight").filename(),
+            "model-00002-of-00002.safetensors");
   int64_t total = 0;
   for (const auto& n : untied.names()) total += untied.get(n).numel();
   EXPECT_EQ(untied.total_numel(), total);
@@ -118,27 +119,54 @@ TEST(SafetensorsTest, BadFilesGiveErrorsNamingFileAndProblem) {
   TempDir d;
   const std::string f32x2 = std::string(8, '\0');
   const std::vector<BadCase> cases = {
-      {"header_len_past_end", R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", f32x2,
-       1 << 20, {"header length 1048576 runs past the end of the file"}},
+      {"header_len_past_end",
+       R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+       f32x2,
+       1 << 20,
+       {"header length 1048576 runs past the end of the file"}},
       {"not_json", "{not json", "", -1, {"header is not valid JSON"}},
       {"not_object", "[1,2]", "", -1, {"header is not a JSON object"}},
-      {"past_data", R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", f32x2, -1,
+      {"past_data",
+       R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
+       f32x2,
+       -1,
        {"tensor 'x'", "data_offsets [0, 16) run past the data section (8 bytes"}},
       {"overlap",
        R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
        R"("y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-       f32x2, -1, {"overlaps tensor"}},
-      {"byte_length", R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32x2, -1,
+       f32x2,
+       -1,
+       {"overlaps tensor"}},
+      {"byte_length",
+       R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+       f32x2,
+       -1,
        {"tensor 'x'", "dtype F32 and shape [3] need 12 bytes, data_offsets give 8"}},
-      {"unknown_dtype", R"({"x":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", f32x2, -1,
+      {"unknown_dtype",
+       R"({"x":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})",
+       f32x2,
+       -1,
        {"tensor 'x'", "unknown safetensors dtype 'F12'"}},
-      {"negative_dim", R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", f32x2, -1,
+      {"negative_dim",
+       R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})",
+       f32x2,
+       -1,
        {"tensor 'x'", "shape has a non-integer or negative entry"}},
-      {"missing_dtype", R"({"x":{"shape":[2],"data_offsets":[0,8]}})", f32x2, -1,
+      {"missing_dtype",
+       R"({"x":{"shape":[2],"data_offsets":[0,8]}})",
+       f32x2,
+       -1,
        {"missing string 'dtype'"}},
-      {"reversed_offsets", R"({"x":{"dtype":"U8","shape":[0],"data_offsets":[8,0]}})", f32x2, -1,
+      {"reversed_offsets",
+       R"({"x":{"dtype":"U8","shape":[0],"data_offsets":[8,0]}})",
+       f32x2,
+       -1,
        {"end before they begin"}},
-      {"bad_metadata", R"({"__metadata__":{"a":1}})", "", -1, {"__metadata__['a'] is not a string"}},
+      {"bad_metadata",
+       R"({"__metadata__":{"a":1}})",
+       "",
+       -1,
+       {"__metadata__['a'] is not a string"}},
   };
   for (const auto& c : cases) {
     const fs::path p = d / (std::string(c.name) + ".safetensors");
@@ -159,8 +187,9 @@ TEST(SafetensorsTest, BadFilesGiveErrorsNamingFileAndProblem) {
 TEST(SafetensorsTest, ShortAndMissingFiles) {
   TempDir d;
   test::write_text(d / "short.safetensors", "abc");
-  expect_error<IoError>([&] { File::open(d / "short.safetensors"); },
-                        {(d / "short.safetensors").string(), "file is 3 bytes, shorter than the 8-byte"});
+  expect_error<IoError>(
+      [&] { File::open(d / "short.safetensors"); },
+      {(d / "short.safetensors").string(), "file is 3 bytes, shorter than the 8-byte"});
   test::write_text(d / "empty.safetensors", "");
   expect_error<IoError>([&] { File::open(d / "empty.safetensors"); }, {"file is 0 bytes"});
   expect_error<IoError>([&] { File::open(d / "absent.safetensors"); },
@@ -171,7 +200,8 @@ TEST(SafetensorsTest, ShortAndMissingFiles) {
 
 TEST(SafetensorsTest, TruncatedRealCheckpointIsDetected) {
   TempDir d;
-  const std::string full = test::read_text(test::data_dir() / "qwen2/qwen2_tiny_tied/model.safetensors");
+  const std::string full =
+      test::read_text(test::data_dir() / "qwen2/qwen2_tiny_tied/model.safetensors");
   test::write_text(d / "t.safetensors", full.substr(0, full.size() - 100));
   expect_error<IoError>([&] { File::open(d / "t.safetensors"); }, {"run past the data section"});
 }
@@ -203,10 +233,15 @@ TEST(SafetensorsTest, FolderWithNothingToOpen) {
 TEST(SafetensorsTest, SaveRejectsBadInputAndKeepsTheOldFile) {
   TempDir d;
   save(d / "a.safetensors", {{"x", torch::ones({2})}});
-  expect_error<Error>([&] { save(d / "a.safetensors", {{"x", torch::ones({1})}, {"x", torch::ones({1})}}); },
-                      {"duplicate tensor name 'x'"});
   expect_error<Error>(
-      [&] { save(d / "a.safetensors", {{"c", torch::ones({1}, torch::kComplexFloat)}}); },
+      [&] {
+        save(d / "a.safetensors", {{"x", torch::ones({1})}, {"x", torch::ones({1})}});
+      },
+      {"duplicate tensor name 'x'"});
+  expect_error<Error>(
+      [&] {
+        save(d / "a.safetensors", {{"c", torch::ones({1}, torch::kComplexFloat)}});
+      },
       {"tensor 'c'", "has no safetensors dtype"});
   EXPECT_TRUE(File::open(d / "a.safetensors")->get("x").equal(torch::ones({2})));
   size_t files = 0;
@@ -218,7 +253,8 @@ TEST(SafetensorsTest, WritesAreReadableByTheHeaderRules) {
   // The data section starts 8-byte aligned and tensors are contiguous without gaps, as the
   // reference reader requires.
   TempDir d;
-  save(d / "a.safetensors", {{"h", torch::ones({3}, torch::kHalf)}, {"d", torch::ones({1}, torch::kDouble)}});
+  save(d / "a.safetensors",
+       {{"h", torch::ones({3}, torch::kHalf)}, {"d", torch::ones({1}, torch::kDouble)}});
   const std::string bytes = test::read_text(d / "a.safetensors");
   uint64_t n;
   std::memcpy(&n, bytes.data(), 8);

@@ -36,7 +36,8 @@ TEST_P(Qwen2Golden, SingleSequenceEveryLayer) {
   Qwen2Input in;
   in.input_ids = f.cases.get("single.input_ids").to(at::kLong);
   const auto out = f.model->forward_hidden(in, /*keep_layer_outputs=*/true);
-  EXPECT_TRUE(all_close(f.model->embed(in.input_ids), f.cases.get("single.embeds"), 1e-6, "embeds"));
+  EXPECT_TRUE(
+      all_close(f.model->embed(in.input_ids), f.cases.get("single.embeds"), 1e-6, "embeds"));
   for (size_t i = 0; i < out.layer_outputs.size(); ++i) {
     const std::string key = "single.layer" + std::to_string(i) + "_out";
     EXPECT_TRUE(all_close(out.layer_outputs[i], f.cases.get(key), 5e-5, key));
@@ -58,7 +59,8 @@ TEST_P(Qwen2Golden, RightPaddedBatch) {
   const at::Tensor logits = f.model->forward(in);
   const at::Tensor ref = f.cases.get("right_pad.logits");
   const at::Tensor valid = in.attention_mask.to(at::kBool);  // pad rows are garbage in both
-  EXPECT_TRUE(all_close(logits.index({valid}), ref.index({valid}), kFp32Tol, "right_pad valid rows"));
+  EXPECT_TRUE(
+      all_close(logits.index({valid}), ref.index({valid}), kFp32Tol, "right_pad valid rows"));
 }
 
 TEST_P(Qwen2Golden, LeftPaddedBatchWithPositions) {
@@ -123,7 +125,10 @@ TEST_P(Qwen2Golden, Bf16WithinBf16Rounding) {
   const double scale = ref.abs().max().item<double>();
   EXPECT_TRUE(all_close(logits, ref, 0.06 * scale, "bf16 logits"));
   const double mean_abs = (logits - ref).abs().mean().item<double>();
-  const double kl = (ref.softmax(-1) * (ref.log_softmax(-1) - logits.log_softmax(-1))).sum(-1).mean().item<double>();
+  const double kl = (ref.softmax(-1) * (ref.log_softmax(-1) - logits.log_softmax(-1)))
+                        .sum(-1)
+                        .mean()
+                        .item<double>();
   std::printf("bf16 %s: max abs %.4f, mean abs %.4f, KL %.2e\n", GetParam().c_str(),
               (logits - ref).abs().max().item<double>(), mean_abs, kl);
   EXPECT_LT(mean_abs, 0.1);
@@ -150,7 +155,8 @@ TEST(Qwen2Test, ParameterNamesAreTheCheckpointKeys) {
   std::vector<std::string> names;
   for (const auto& p : f.model->named_parameters()) names.push_back(p.key());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, safetensors::Checkpoint::open(test::data_dir() / "qwen2/qwen2_tiny_untied").names());
+  EXPECT_EQ(names,
+            safetensors::Checkpoint::open(test::data_dir() / "qwen2/qwen2_tiny_untied").names());
 }
 
 TEST(Qwen2Test, PackedDocumentsEqualEachAlone) {
@@ -188,7 +194,8 @@ TEST(Qwen2Test, GradientsFlowToEveryParameter) {
 
 TEST(Qwen2Test, ConfigMissingFieldsAndInconsistentHeads) {
   test::TempDir d;
-  test::write_text(d / "config.json", R"({"model_type":"qwen2","hidden_size":"64","vocab_size":10})");
+  test::write_text(d / "config.json",
+                   R"({"model_type":"qwen2","hidden_size":"64","vocab_size":10})");
   test::expect_error<ConfigError>(
       [&] { Qwen2Options::from_hf_config(d / "config.json"); },
       {(d / "config.json").string(), "key 'hidden_size': expected an integer, found \"64\"",
@@ -214,7 +221,8 @@ TEST(Qwen2Test, ConfigMissingFieldsAndInconsistentHeads) {
 
 TEST(Qwen2Test, HfConfigRoundTrips) {
   test::TempDir d;
-  const auto o = Qwen2Options::from_hf_config(test::data_dir() / "qwen2/qwen2_tiny_untied/config.json");
+  const auto o =
+      Qwen2Options::from_hf_config(test::data_dir() / "qwen2/qwen2_tiny_untied/config.json");
   test::write_text(d / "config.json", o.to_hf_config_json());
   const auto o2 = Qwen2Options::from_hf_config(d / "config.json");
   EXPECT_EQ(o2.to_hf_config_json(), o.to_hf_config_json());
@@ -251,7 +259,8 @@ TEST(Qwen2Test, CheckpointProblemsAreAllListed) {
        "missing: model.norm.weight (expected [64])",
        "missing: model.layers.1.mlp.up_proj.weight (expected [176, 64])",
        "shape mismatch: model.layers.0.self_attn.q_proj.bias: expected [64], found [10]",
-       "dtype mismatch: model.layers.2.input_layernorm.weight: expected a floating-point tensor, found I64",
+       "dtype mismatch: model.layers.2.input_layernorm.weight: expected a floating-point tensor, "
+       "found I64",
        "unexpected: model.extra.weight [3]"});
 }
 

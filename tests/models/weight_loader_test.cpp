@@ -19,11 +19,10 @@ struct Net : torch::nn::Module {
 
 TEST(WeightLoaderTest, LoadsByNameWithKeyMapPrefixAndDtypeConversion) {
   test::TempDir d;
-  safetensors::save(d / "w.safetensors",
-                    {{"enc.fc.weight", torch::ones({2, 3}, torch::kBFloat16)},
-                     {"enc.fc.bias", torch::full({2}, 2.0, torch::kHalf)},
-                     {"enc.steps", torch::full({1}, 7, torch::kLong)},
-                     {"other.thing", torch::ones({1})}});
+  safetensors::save(d / "w.safetensors", {{"enc.fc.weight", torch::ones({2, 3}, torch::kBFloat16)},
+                                          {"enc.fc.bias", torch::full({2}, 2.0, torch::kHalf)},
+                                          {"enc.steps", torch::full({1}, 7, torch::kLong)},
+                                          {"other.thing", torch::ones({1})}});
   Net net;
   LoadOptions o;
   o.key_map = [](const std::string& n) { return "enc." + n; };
@@ -39,7 +38,8 @@ TEST(WeightLoaderTest, LoadsByNameWithKeyMapPrefixAndDtypeConversion) {
 
 TEST(WeightLoaderTest, AllowedMissingAndUnexpected) {
   test::TempDir d;
-  safetensors::save(d / "w.safetensors", {{"fc.weight", torch::ones({2, 3})}, {"x.y", torch::ones({1})}});
+  safetensors::save(d / "w.safetensors",
+                    {{"fc.weight", torch::ones({2, 3})}, {"x.y", torch::ones({1})}});
   Net net;
   LoadOptions o;
   o.allow_missing = {"fc.bias", "steps"};

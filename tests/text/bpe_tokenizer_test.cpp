@@ -558,3 +558,26 @@ TEST(BpeTokenizerTest, OptionsAreValidated) {
 
 }  // namespace
 }  // namespace salad::text
+
+namespace salad::text {
+namespace {
+
+TEST(BpeTokenizerQwen, WhitespaceIsOniguruma) {
+  // Hugging Face splits with Oniguruma, whose \s excludes U+180E (Cf) and includes U+0085:
+  // " \u180E" is one ` ?[^\s\p{L}\p{N}]+` piece there, while PCRE2's own \s would cut it in two.
+  ASSERT_QWEN(tok);
+  auto cat = [&](std::initializer_list<const char*> parts) {
+    std::vector<int64_t> out;
+    for (const char* p : parts) {
+      const auto ids = tok->encode(p);
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+    return out;
+  };
+  EXPECT_EQ(tok->encode("a \xE1\xA0\x8E" "b"), cat({"a", " \xE1\xA0\x8E", "b"}));
+  // U+0085 is whitespace for both: "x\u0085\u0085 y" splits as "x", "\u0085\u0085", " y".
+  EXPECT_EQ(tok->encode("x\xC2\x85\xC2\x85 y"), cat({"x", "\xC2\x85\xC2\x85", " y"}));
+}
+
+}  // namespace
+}  // namespace salad::text

@@ -21,12 +21,12 @@ enum FieldFlags : unsigned { kOptional = 0u, kRequired = 1u };
 
 /// Where the job writes and how it behaves as a process.
 struct RunConfig {
-  fs::path dir;                   ///< run folder (checkpoints, metrics, resolved config)
-  int64_t seed = 1234;            ///< seeds data order, init and dropout
-  std::string stage = "1";        ///< text | 1 | 2
-  std::string log_level = "info"; ///< trace | debug | info | warn | error
-  bool log_all_ranks = false;     ///< non-zero ranks log at info too (default: warn and up)
-  int64_t threads = 0;            ///< intra-op threads; 0 = LibTorch's default
+  fs::path dir;                    ///< run folder (checkpoints, metrics, resolved config)
+  int64_t seed = 1234;             ///< seeds data order, init and dropout
+  std::string stage = "1";         ///< text | 1 | 2
+  std::string log_level = "info";  ///< trace | debug | info | warn | error
+  bool log_all_ranks = false;      ///< non-zero ranks log at info too (default: warn and up)
+  int64_t threads = 0;             ///< intra-op threads; 0 = LibTorch's default
 
   template <class V>
   void visit(V& v) {
@@ -80,7 +80,8 @@ struct ModelConfig {
   template <class V>
   void visit(V& v) {
     v("llm", llm, "Hugging Face Qwen2/Qwen2.5 checkpoint folder; empty: build model.arch.");
-    v("tokenizer", tokenizer, "tokenizer.json or SentencePiece .model (empty: <llm>/tokenizer.json).");
+    v("tokenizer", tokenizer,
+      "tokenizer.json or SentencePiece .model (empty: <llm>/tokenizer.json).");
     v.choice("dtype", dtype, {"fp32", "bf16", "fp16"}, "Weight dtype of the loaded decoder.");
     v("arch", arch, "Decoder architecture when training from scratch.");
   }
@@ -88,11 +89,11 @@ struct ModelConfig {
 
 /// The frozen speech encoder.
 struct EncoderConfig {
-  std::string type = "fbank";   ///< fbank | mimi
-  fs::path checkpoint;          ///< Mimi safetensors (Kyutai or HF layout) or HF folder
+  std::string type = "fbank";     ///< fbank | mimi
+  fs::path checkpoint;            ///< Mimi safetensors (Kyutai or HF layout) or HF folder
   std::string output = "latent";  ///< latent | quantized | codes
-  int64_t n_q = 8;              ///< codebooks for quantized/codes
-  int64_t n_mels = 80;          ///< fbank: mel bands per 10 ms frame (8 frames stacked)
+  int64_t n_q = 8;                ///< codebooks for quantized/codes
+  int64_t n_mels = 80;            ///< fbank: mel bands per 10 ms frame (8 frames stacked)
 
   template <class V>
   void visit(V& v) {
@@ -148,14 +149,14 @@ struct SourceConfig {
 struct DataConfig {
   std::vector<SourceConfig> train;
   std::vector<SourceConfig> valid;
-  fs::path cache;                 ///< encoder feature cache folder (salad-encode)
-  int64_t context = 2048;         ///< packed sequence length
+  fs::path cache;          ///< encoder feature cache folder (salad-encode)
+  int64_t context = 2048;  ///< packed sequence length
   int64_t text_words_min = 10;
   int64_t text_words_max = 30;
   int64_t speech_words_min = 5;
   int64_t speech_words_max = 15;
-  int64_t prefetch = 4;           ///< batches prepared ahead
-  int64_t workers = 2;            ///< loader threads
+  int64_t prefetch = 4;             ///< batches prepared ahead
+  int64_t workers = 2;              ///< loader threads
   double max_skip_fraction = 0.05;  ///< more skipped items than this is an error
 
   template <class V>
@@ -196,7 +197,7 @@ struct OptimConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double grad_clip = 1.0;       ///< global-norm clip (0: off)
+  double grad_clip = 1.0;  ///< global-norm clip (0: off)
   int64_t warmup_steps = 500;
   double decay_fraction = 0.2;  ///< final fraction of steps decaying linearly to 0
 
@@ -235,7 +236,8 @@ struct TrainConfig {
     v("micro_batch_sequences", micro_batch_sequences, "Packed sequences per forward/backward.");
     v.choice("precision", precision, {"fp32", "bf16"},
              "bf16: autocast on CUDA with fp32 master weights.");
-    v("activation_checkpointing", activation_checkpointing, "Recompute layer activations in backward.");
+    v("activation_checkpointing", activation_checkpointing,
+      "Recompute layer activations in backward.");
     v("log_every", log_every, "Steps between progress lines.");
     v("eval_every", eval_every, "Steps between validations (0: never).");
     v("save_every", save_every, "Steps between checkpoints (0: only at the end).");

@@ -23,10 +23,10 @@ namespace fs = std::filesystem;
 /// One tensor's entry in a safetensors header.
 struct TensorInfo {
   std::string name;
-  std::string dtype;           ///< as written in the file: F32, BF16, I64, ...
+  std::string dtype;  ///< as written in the file: F32, BF16, I64, ...
   c10::ScalarType scalar_type;
   std::vector<int64_t> shape;
-  uint64_t begin = 0;          ///< byte offsets relative to the start of the data section
+  uint64_t begin = 0;  ///< byte offsets relative to the start of the data section
   uint64_t end = 0;
   int64_t numel() const;
 };

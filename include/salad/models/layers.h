@@ -37,7 +37,8 @@ struct Rotary {
 Rotary rotary_embedding(const at::Tensor& position_ids, int64_t head_dim, double theta,
                         c10::ScalarType dtype);
 
-/// Applies the rotation to x: [B, H, T, Dh] with cos/sin [B, T, Dh] (rotate-half pairs (i, i+Dh/2)).
+/// Applies the rotation to x: [B, H, T, Dh] with cos/sin [B, T, Dh] (rotate-half pairs (i,
+/// i+Dh/2)).
 at::Tensor apply_rotary(const at::Tensor& x, const Rotary& rot);
 
 /// Which keys each query may see: [B, 1, T, T] bool (true = attend). Causal, minus padded keys

@@ -43,7 +43,9 @@ struct Qwen2Options {
 
   /// Throws ConfigError listing every inconsistency (non-positive sizes, heads not dividing).
   void validate() const;
-  int64_t resolved_head_dim() const { return head_dim ? head_dim : hidden_size / num_attention_heads; }
+  int64_t resolved_head_dim() const {
+    return head_dim ? head_dim : hidden_size / num_attention_heads;
+  }
 
   /// Reads a Hugging Face config.json. Throws ConfigError naming the file and the missing or
   /// mistyped keys (all at once), or an unsupported architecture / rope_scaling.

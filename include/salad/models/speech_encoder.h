@@ -18,8 +18,9 @@ struct EncoderConfig;
 namespace salad::models {
 
 struct EncodedBatch {
-  at::Tensor features;  ///< [B, F, D] float32 (codes: [B, F, n_q] int64); frames >= frames[b] are padding
-  at::Tensor frames;    ///< [B] int64: valid frames of each item, ceil(length / samples_per_frame)
+  at::Tensor
+      features;  ///< [B, F, D] float32 (codes: [B, F, n_q] int64); frames >= frames[b] are padding
+  at::Tensor frames;  ///< [B] int64: valid frames of each item, ceil(length / samples_per_frame)
 };
 
 /// A frozen encoder: inference only, no gradients, deterministic. A clip encoded alone and
