@@ -130,7 +130,8 @@ int main(int argc, char** argv) {
   auto* out_opt = app.add_option("--output", enc.output, "latent | quantized | codes")
                       ->check(CLI::IsMember({"latent", "quantized", "codes"}));
   auto* nq_opt = app.add_option("--n-q", enc.n_q, "Codebooks for quantized/codes");
-  app.add_option("--threads", threads, "LibTorch intra-op threads for the encoder (0: default)");
+  app.add_option("--threads", threads,
+                 "LibTorch intra-op threads for the encoder (0: every available CPU)");
   app.add_option("--workers", workers, "Audio decoding threads")->check(CLI::Range(1, 256));
   app.add_option("--batch-seconds", batch_seconds, "Audio per encoder batch (seconds)");
   app.add_option("--shard-mb", shard_mb, "Shard size (MB)");
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
       allowed_skips = cfg.data.max_skip_fraction;
     }
     if (max_skip_fraction >= 0) allowed_skips = max_skip_fraction;
-    if (threads > 0) torch::set_num_threads(threads);
+    salad::configure_threads(threads);
     salad::log_blas_info();
 
     auto encoder = salad::models::make_speech_encoder(enc);

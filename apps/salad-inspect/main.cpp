@@ -5,14 +5,9 @@
 
 #include "common/app.h"
 #include "salad/core/safetensors.h"
+#include "salad/core/shape.h"
 
 namespace {
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 std::string human(int64_t n) {
   char buf[32];
@@ -43,7 +38,7 @@ int main(int argc, char** argv) {
     for (const auto& n : ckpt.names()) {
       const auto& t = ckpt.info(n);
       std::printf("%-*s  %-5s  %s\n", static_cast<int>(width), n.c_str(), t.dtype.c_str(),
-                  shape_text(t.shape).c_str());
+                  salad::shape_text(t.shape).c_str());
     }
     const int64_t total = ckpt.total_numel();
     std::printf("\n%zu tensors, %lld parameters (%s) in %zu file(s)\n", ckpt.names().size(),

@@ -59,14 +59,14 @@ int main(int argc, char** argv) {
                  "Window for --text (default: min(1024, max_position_embeddings))");
   app.add_option("--dump-logprobs", dump_path, "Write {\"logprobs\":[...]} per sequence (JSONL)");
   app.add_option("--dtype", dtype, "fp32 | bf16")->check(CLI::IsMember({"fp32", "bf16"}));
-  app.add_option("--threads", threads, "Intra-op threads (0: LibTorch default)");
+  app.add_option("--threads", threads, "Intra-op threads (0: every available CPU)");
   return salad::apps::run(app, argc, argv, [&]() -> int {
     salad::setup_logging();
     if (text_path.empty() == ids_path.empty()) {
       std::cerr << "salad-perplexity: give --text or --ids\n";
       return salad::kExitUsage;
     }
-    if (threads > 0) torch::set_num_threads(threads);
+    salad::configure_threads(threads);
     salad::log_blas_info();
     auto model = salad::models::load_qwen2(model_dir, salad::models::parse_dtype(dtype));
     model->eval();
@@ -104,6 +104,14 @@ int main(int argc, char** argv) {
       if (!in) throw salad::IoError(text_path + ": cannot open");
       const std::string text((std::istreambuf_iterator<char>(in)), {});
       const auto ids = tok->encode(text);
+      for (int64_t id : ids) {
+        if (id < 0 || id >= o.vocab_size) {
+          throw salad::DataError("the tokenizer gives id " + std::to_string(id) +
+                                 ", outside the model's vocabulary [0, " +
+                                 std::to_string(o.vocab_size) +
+                                 "): the tokenizer does not belong to this model");
+        }
+      }
       const int64_t window =
           context > 0 ? context : std::min<int64_t>(1024, o.max_position_embeddings);
       for (size_t s = 0; s < ids.size(); s += window) {

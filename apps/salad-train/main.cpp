@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
       return salad::kExitOk;
     }
     salad::setup_logging({cfg.run.log_level, -1, cfg.run.log_all_ranks, ""});
+    salad::configure_threads(static_cast<int>(cfg.run.threads));
     salad::log_blas_info();
     throw salad::Error(
         "stage '" + cfg.run.stage +

@@ -1,7 +1,10 @@
 #include "salad/core/blas_info.h"
 
 #include <dlfcn.h>
+#include <sched.h>
+
 #include <spdlog/spdlog.h>
+#include <algorithm>
 
 #include <ATen/Parallel.h>
 
@@ -95,6 +98,18 @@ void log_blas_info() {
         "(~3x slower steps measured on 2 cores): install libopenblas0-openmp "
         "(scripts/setup.sh)");
   }
+}
+
+int configure_threads(int requested) {
+  int n = requested;
+  if (n <= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  }
+  n = std::max(n, 1);
+  at::set_num_threads(n);
+  return n;
 }
 
 }  // namespace salad

@@ -16,6 +16,7 @@
 
 #include "salad/core/atomic_file.h"
 #include "salad/core/error.h"
+#include "salad/core/shape.h"
 
 namespace salad::safetensors {
 
@@ -177,9 +178,7 @@ std::shared_ptr<const File> File::open(const fs::path& path) {
     }
     const uint64_t expected = numel * c10::elementSize(info.scalar_type);
     if (info.end - info.begin != expected) {
-      std::string shape;
-      for (auto d : info.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
-      fail(path, where + "dtype " + info.dtype + " and shape [" + shape + "] need " +
+      fail(path, where + "dtype " + info.dtype + " and shape " + shape_text(info.shape) + " need " +
                      std::to_string(expected) + " bytes, data_offsets give " +
                      std::to_string(info.end - info.begin));
     }

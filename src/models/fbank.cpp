@@ -12,6 +12,7 @@
 
 #include "salad/core/config.h"
 #include "salad/core/error.h"
+#include "salad/core/shape.h"
 
 namespace salad::models {
 
@@ -52,11 +53,6 @@ std::vector<double> filter_weights(int64_t n_mels) {
   return w;
 }
 
-std::string shape_text(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 }  // namespace
 
@@ -125,14 +121,14 @@ double FbankEncoder::floor_value() { return (std::log(kFloor) - kLogMelMean) / k
 at::Tensor FbankEncoder::log_mel(const at::Tensor& wave, const at::Tensor& lengths) const {
   if (wave.dim() != 2 || !wave.is_floating_point()) {
     throw Error("fbank: wave must be a floating-point [B, L] tensor, found " +
-                std::string(c10::toString(wave.scalar_type())) + " of shape " + shape_text(wave));
+                std::string(c10::toString(wave.scalar_type())) + " of shape " + shape_text(wave.sizes()));
   }
   const int64_t B = wave.size(0), L = wave.size(1);
   if (lengths.dim() != 1 || lengths.size(0) != B || lengths.is_floating_point() ||
       lengths.scalar_type() == at::kBool) {
     throw Error("fbank: lengths must be an integer [B] tensor with B = " + std::to_string(B) +
                 ", found " + std::string(c10::toString(lengths.scalar_type())) + " of shape " +
-                shape_text(lengths));
+                shape_text(lengths.sizes()));
   }
   const at::Tensor len = lengths.to(at::kCPU, at::kLong).contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
@@ -140,7 +136,7 @@ at::Tensor FbankEncoder::log_mel(const at::Tensor& wave, const at::Tensor& lengt
   for (int64_t b = 0; b < B; ++b) {
     if (lp[b] < 1 || lp[b] > L) {
       throw Error("fbank: lengths[" + std::to_string(b) + "] = " + std::to_string(lp[b]) +
-                  " is outside [1, L = " + std::to_string(L) + "] (wave " + shape_text(wave) + ")");
+                  " is outside [1, L = " + std::to_string(L) + "] (wave " + shape_text(wave.sizes()) + ")");
     }
     max_len = std::max(max_len, lp[b]);
   }

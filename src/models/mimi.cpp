@@ -17,6 +17,7 @@
 
 #include "models/mimi_internal.h"
 #include "salad/core/error.h"
+#include "salad/core/shape.h"
 #include "salad/models/weight_loader.h"
 
 namespace salad::models {
@@ -31,13 +32,6 @@ namespace {
 // keeps ~1.5 GB of 24 kHz activations alive).
 constexpr int64_t kDefaultSeanetChunkSamples = 9600;
 
-std::string shape_text(c10::IntArrayRef s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
 
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "salad/core/error.h"
+#include "salad/core/shape.h"
 
 namespace salad::models {
 
@@ -23,13 +24,6 @@ bool matches(const std::string& name, const std::vector<std::string>& patterns) 
   return false;
 }
 
-std::string shape_text(c10::IntArrayRef s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
 
 // Every tensor to fill: parameters and buffers by registered name.
 std::map<std::string, at::Tensor> module_tensors(const torch::nn::Module& m) {

@@ -6,6 +6,7 @@
 
 #include "salad/core/error.h"
 #include "salad/core/safetensors.h"
+#include "salad/text/sentencepiece_tokenizer.h"
 #include "test_util.h"
 
 namespace salad {
@@ -62,6 +63,48 @@ TEST(PerplexityAppGolden, LogprobsMatchTheReferenceLogits) {
         std::string::npos)
         << r.output;
   }
+}
+
+TEST(PerplexityAppTest, TextModeScoresTheTokenizedWindows) {
+  // A SentencePiece model small enough for the fixture's 320-token vocabulary: --text must give
+  // exactly what --ids gives for the same tokens cut into the same windows.
+  TempDir d;
+  std::string corpus;
+  for (int i = 0; i < 200; ++i) {
+    corpus += "the quick brown fox " + std::to_string(i % 17) + " jumps over the lazy dog number " +
+              std::to_string(i % 5) + "\n";
+  }
+  test::write_text(d / "corpus.txt", corpus);
+  text::SentencePieceTrainOptions o;
+  o.vocab_size = 300;  // 260 reserved (specials and byte fallback) + 40 learned pieces
+  text::train_sentencepiece(d / "corpus.txt", d / "spm", o);
+  const auto tok = text::SentencePieceTokenizer::load(d / "spm.model");
+  const std::string sample = "the lazy dog jumps over the quick brown fox number 3 and 12";
+  test::write_text(d / "sample.txt", sample);
+  const auto ids = tok->encode(sample);
+  ASSERT_GT(ids.size(), 10u);
+  const size_t window = 8;
+  std::string lines;
+  for (size_t s = 0; s < ids.size(); s += window) {
+    std::vector<int64_t> w(ids.begin() + s, ids.begin() + std::min(ids.size(), s + window));
+    lines += nlohmann::json(w).dump() + "\n";
+  }
+  test::write_text(d / "ids.jsonl", lines);
+  const auto model = (test::data_dir() / "qwen2/qwen2_tiny_tied").string();
+  const auto a = run(kPerplexity + " --model " + model + " --tokenizer " +
+                     (d / "spm.model").string() + " --text " + (d / "sample.txt").string() +
+                     " --context 8 --dump-logprobs " + (d / "a.jsonl").string());
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b = run(kPerplexity + " --model " + model + " --ids " + (d / "ids.jsonl").string() +
+                     " --dump-logprobs " + (d / "b.jsonl").string());
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_EQ(test::read_text(d / "a.jsonl"), test::read_text(d / "b.jsonl"));
+  // The Qwen tokenizer's ids do not fit this model: a clear error, not a crash.
+  const auto c = run(kPerplexity + " --model " + model + " --tokenizer " +
+                     qwen_tokenizer().string() + " --text " + (d / "sample.txt").string());
+  EXPECT_EQ(c.exit_code, kExitData) << c.output;
+  EXPECT_NE(c.output.find("outside the model's vocabulary [0, 320)"), std::string::npos)
+      << c.output;
 }
 
 TEST(PerplexityAppTest, BadIdsAreDataErrors) {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <thread>
 
 #include "test_util.h"
 
@@ -31,6 +32,25 @@ TEST(BlasInfoTest, SetupInstalledOpenBlasWithOpenMP) {
   const BlasInfo b = detect_blas();
   EXPECT_EQ(b.kind, BlasInfo::Kind::kOpenBlas) << b.description << " from " << b.library;
   EXPECT_EQ(b.threading, BlasInfo::Threading::kOpenMP) << b.description << " from " << b.library;
+}
+
+}  // namespace
+}  // namespace salad
+
+namespace salad {
+namespace {
+
+TEST(BlasInfoTest, ConfigureThreads) {
+  const int all = configure_threads(0);
+  EXPECT_GE(all, 1);
+  EXPECT_EQ(at::get_num_threads(), all);
+  // Every CPU of the affinity mask: never more than the machine has.
+  if (std::thread::hardware_concurrency() > 0) {
+    EXPECT_LE(all, static_cast<int>(std::thread::hardware_concurrency()));
+  }
+  EXPECT_EQ(configure_threads(1), 1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  configure_threads(0);
 }
 
 }  // namespace

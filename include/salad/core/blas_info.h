@@ -22,4 +22,9 @@ BlasInfo detect_blas();
 /// Logs detect_blas() at info, with a warning for the reference BLAS or a pthread OpenBLAS.
 void log_blas_info();
 
+/// Sets LibTorch's intra-op threads: `requested` > 0 as given, 0 = every CPU this process may
+/// run on (its affinity mask). LibTorch 1.13's own default can be 1 on a 2-core machine (seen
+/// here), which halves GEMM throughput. Returns the number set.
+int configure_threads(int requested);
+
 }  // namespace salad

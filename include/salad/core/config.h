@@ -37,7 +37,7 @@ struct RunConfig {
     v.choice("log_level", log_level, {"trace", "debug", "info", "warn", "error"},
              "Console log level of rank 0.");
     v("log_all_ranks", log_all_ranks, "Let ranks other than 0 log at log_level (else warn).");
-    v("threads", threads, "Intra-op CPU threads (0: LibTorch default).");
+    v("threads", threads, "Intra-op CPU threads (0: every CPU the process may use).");
   }
 };
 
