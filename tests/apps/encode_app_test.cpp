@@ -18,8 +18,7 @@ namespace fs = std::filesystem;
 const std::string kEncode = SALAD_ENCODE_EXE;
 
 at::Tensor tone(double seconds, int64_t rate, double hz) {
-  const auto t = torch::arange(static_cast<int64_t>(seconds * rate), torch::kFloat) / rate;
-  return 0.3 * torch::sin(2 * M_PI * hz * t);
+  return test::sine(hz, rate, static_cast<int64_t>(seconds * rate), 0.3);
 }
 
 // Three good utterances and one of each bad kind.

@@ -19,10 +19,8 @@ const std::string kPerplexity = SALAD_PERPLEXITY_EXE;
 const std::string kTokenize = SALAD_TOKENIZE_EXE;
 
 std::filesystem::path qwen_tokenizer() {
-  const auto p = std::filesystem::path(SALAD_ASSETS_DIR) / "qwen-tokenizer/tokenizer.json";
-  if (!std::filesystem::exists(p)) {
-    ADD_FAILURE() << p << " is missing: run scripts/fetch_assets.sh (scripts/setup.sh does)";
-  }
+  const auto p = test::qwen_tokenizer_json();
+  if (!std::filesystem::exists(p)) ADD_FAILURE() << test::missing_qwen_tokenizer_message();
   return p;
 }
 

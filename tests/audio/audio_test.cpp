@@ -22,12 +22,7 @@ namespace fs = std::filesystem;
 using test::all_close;
 using test::expect_error;
 
-constexpr double kPi = 3.14159265358979323846;
-
-at::Tensor sine(double hz, int64_t rate, int64_t n, double amplitude = 0.5, double phase = 0.0) {
-  const at::Tensor t = at::arange(n, at::kDouble) / static_cast<double>(rate);
-  return (amplitude * at::sin(2 * kPi * hz * t + phase)).to(at::kFloat);
-}
+using test::sine;
 
 // Frequency (Hz) of the largest FFT peak, refined by parabolic interpolation of the log
 // magnitude around it (Hann window, so the estimate is within a few hundredths of a bin).

@@ -17,11 +17,8 @@ namespace {
 using test::all_close;
 using test::expect_error;
 
-constexpr double kPi = 3.14159265358979323846;
-
 at::Tensor tone(double hz, int64_t n, double amplitude) {
-  const at::Tensor t = at::arange(n, at::kDouble) / 24000.0;
-  return (amplitude * at::sin(2 * kPi * hz * t)).to(at::kFloat);
+  return test::sine(hz, 24000, n, amplitude);
 }
 
 at::Tensor lengths_of(std::vector<int64_t> v) { return at::tensor(v, at::kLong); }

