@@ -8,9 +8,6 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include <functional>
-#include <map>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,7 +28,6 @@ namespace {
 // (docs/performance.md, Mimi section), and it bounds activation memory (a 60 s clip in one pass
 // keeps ~1.5 GB of 24 kHz activations alive).
 constexpr int64_t kDefaultSeanetChunkSamples = 9600;
-
 
 }  // namespace
 
@@ -255,13 +251,6 @@ MimiNaming detect_naming(const safetensors::Checkpoint& ckpt) {
 }
 
 // A module tensor assembled from several checkpoint tensors.
-struct Composite {
-  std::string target;                        // module tensor name
-  std::vector<std::string> keys;             // checkpoint keys
-  std::vector<std::vector<int64_t>> shapes;  // their expected shapes
-  std::function<at::Tensor(const std::vector<at::Tensor>&)> combine;
-};
-
 // HF stores q and k with rows (head, half, pair index) for its rotate-half RoPE; Kyutai's
 // interleaved layout wants (head, pair index, half): HF row c * Dh/2 + i = Kyutai row 2i + c.
 at::Tensor hf_to_interleaved_rows(const at::Tensor& w, int64_t heads) {
@@ -275,17 +264,6 @@ at::Tensor fold_weight_norm(const at::Tensor& g, const at::Tensor& v) {
   return v32 * (g.to(at::kFloat) / v32.norm(2, {1, 2}, /*keepdim=*/true));
 }
 
-std::vector<std::string> problem_lines(const std::string& message) {
-  std::vector<std::string> lines;
-  std::istringstream in(message);
-  std::string line;
-  std::getline(in, line);  // the header
-  while (std::getline(in, line)) {
-    if (line.rfind("  ", 0) == 0) lines.push_back(line.substr(2));
-  }
-  return lines;
-}
-
 }  // namespace
 
 MimiNaming load_mimi_weights(MimiModelImpl& model, const safetensors::Checkpoint& ckpt,
@@ -295,7 +273,7 @@ MimiNaming load_mimi_weights(MimiModelImpl& model, const safetensors::Checkpoint
   const auto key_of = [hf](const std::string& name) { return hf ? hf_key(name) : name; };
   const MimiOptions& o = model.options();
 
-  std::vector<Composite> composites;
+  std::vector<CompositeTensor> composites;
   if (hf) {
     const int64_t D = o.dimension, H = o.num_heads;
     for (int64_t i = 0; i < o.num_layers; ++i) {
@@ -339,55 +317,9 @@ MimiNaming load_mimi_weights(MimiModelImpl& model, const safetensors::Checkpoint
   lo.what = std::string("the Mimi encoder (") + (hf ? "Hugging Face" : "Kyutai") + " naming)";
   lo.key_map = key_of;
   lo.ignore_prefixes = {"decoder.", "decoder_transformer.", "upsample."};
-  std::vector<std::string> problems;
-  for (const auto& c : composites) {
-    lo.allow_missing.push_back(c.target);
-    for (size_t i = 0; i < c.keys.size(); ++i) {
-      lo.allow_unexpected.push_back(c.keys[i]);
-      if (!ckpt.contains(c.keys[i])) {
-        problems.push_back("missing: " + c.keys[i] + " (expected " + shape_text(c.shapes[i]) + ")");
-        continue;
-      }
-      const auto& info = ckpt.info(c.keys[i]);
-      if (info.shape != c.shapes[i]) {
-        problems.push_back("shape mismatch: " + c.keys[i] + ": expected " +
-                           shape_text(c.shapes[i]) + ", found " + shape_text(info.shape) + " in " +
-                           ckpt.file_of(c.keys[i]).string());
-      } else if (!at::isFloatingType(info.scalar_type)) {
-        problems.push_back("dtype mismatch: " + c.keys[i] +
-                           ": expected a floating-point tensor, found " + info.dtype + " in " +
-                           ckpt.file_of(c.keys[i]).string());
-      }
-    }
-  }
-  std::string files;
-  for (const auto& f : ckpt.files()) files += (files.empty() ? "" : ", ") + f.string();
-  try {
-    load_weights(model, ckpt, lo);
-  } catch (const CheckpointError& e) {
-    // Merge its list with ours so that every problem is reported at once.
-    const auto more = problem_lines(e.what());
-    if (more.empty()) throw;
-    problems.insert(problems.begin(), more.begin(), more.end());
-  }
-  if (!problems.empty()) {
-    std::ostringstream os;
-    os << "cannot load " << lo.what << " from " << files << " (" << problems.size()
-       << (problems.size() == 1 ? " problem" : " problems") << "):";
-    for (const auto& p : problems) os << "\n  " << p;
-    if (!config_source.empty()) os << "\n(model config: " << config_source << ")";
-    throw CheckpointError(os.str());
-  }
-  {
-    torch::NoGradGuard no_grad;
-    std::map<std::string, at::Tensor> params;
-    for (const auto& p : model.named_parameters()) params[p.key()] = p.value();
-    for (const auto& c : composites) {
-      std::vector<at::Tensor> parts;
-      for (const auto& k : c.keys) parts.push_back(ckpt.get(k));
-      params.at(c.target).copy_(c.combine(parts));
-    }
-  }
+  lo.composites = std::move(composites);
+  if (!config_source.empty()) lo.hint = "model config: " + config_source;
+  load_weights(model, ckpt, lo);
   model.refresh_codebooks();
   return naming;
 }

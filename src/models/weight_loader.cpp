@@ -24,7 +24,6 @@ bool matches(const std::string& name, const std::vector<std::string>& patterns) 
   return false;
 }
 
-
 // Every tensor to fill: parameters and buffers by registered name.
 std::map<std::string, at::Tensor> module_tensors(const torch::nn::Module& m) {
   std::map<std::string, at::Tensor> out;
@@ -44,8 +43,35 @@ LoadReport load_weights(torch::nn::Module& module, const safetensors::Checkpoint
   std::string files;
   for (const auto& f : ckpt.files()) files += (files.empty() ? "" : ", ") + f.string();
 
-  for (auto& [name, dst] : module_tensors(module)) {
+  // One checkpoint tensor against what is expected of it; false (with a problem) when unusable.
+  auto check = [&](const std::string& key, c10::IntArrayRef shape, bool want_float) {
+    used.insert(key);
+    const auto& info = ckpt.info(key);
+    if (c10::IntArrayRef(info.shape) != shape) {
+      problems.push_back("shape mismatch: " + key + ": expected " + shape_text(shape) + ", found " +
+                         shape_text(info.shape) + " in " + ckpt.file_of(key).string());
+      return false;
+    }
+    if (at::isFloatingType(info.scalar_type) != want_float) {
+      problems.push_back("dtype mismatch: " + key + ": expected a " +
+                         (want_float ? "floating-point" : "integer") + " tensor, found " +
+                         info.dtype + " in " + ckpt.file_of(key).string());
+      return false;
+    }
+    return true;
+  };
+
+  auto tensors = module_tensors(module);
+  std::set<std::string> composite_targets;
+  for (const auto& c : o.composites) {
+    if (!tensors.count(c.target)) {
+      throw Error("load_weights: composite target '" + c.target + "' is not a tensor of " + o.what);
+    }
+    composite_targets.insert(c.target);
+  }
+  for (auto& [name, dst] : tensors) {
     if (!o.module_prefix.empty() && name.rfind(o.module_prefix, 0) != 0) continue;
+    if (composite_targets.count(name)) continue;
     const std::string local = name.substr(o.module_prefix.size());
     const std::string key = o.key_map ? o.key_map(local) : local;
     if (!ckpt.contains(key)) {
@@ -56,22 +82,27 @@ LoadReport load_weights(torch::nn::Module& module, const safetensors::Checkpoint
       }
       continue;
     }
-    used.insert(key);
-    const auto& info = ckpt.info(key);
-    if (c10::IntArrayRef(info.shape) != dst.sizes()) {
-      problems.push_back("shape mismatch: " + key + ": expected " + shape_text(dst.sizes()) +
-                         ", found " + shape_text(info.shape) + " in " + ckpt.file_of(key).string());
-      continue;
-    }
-    const bool dst_float = at::isFloatingType(dst.scalar_type());
-    const bool src_float = at::isFloatingType(info.scalar_type);
-    if (dst_float != src_float) {
-      problems.push_back("dtype mismatch: " + key + ": expected a " +
-                         (dst_float ? "floating-point" : "integer") + " tensor, found " +
-                         info.dtype + " in " + ckpt.file_of(key).string());
-      continue;
-    }
+    if (!check(key, dst.sizes(), at::isFloatingType(dst.scalar_type()))) continue;
     dst.copy_(ckpt.get(key));
+    ++report.tensors_loaded;
+    report.values_loaded += dst.numel();
+  }
+  for (const auto& c : o.composites) {
+    at::Tensor& dst = tensors.at(c.target);
+    bool ok = true;
+    std::vector<at::Tensor> parts;
+    for (size_t i = 0; i < c.keys.size(); ++i) {
+      if (!ckpt.contains(c.keys[i])) {
+        problems.push_back("missing: " + c.keys[i] + " (expected " + shape_text(c.shapes[i]) + ")");
+        ok = false;
+      } else if (check(c.keys[i], c.shapes[i], at::isFloatingType(dst.scalar_type()))) {
+        parts.push_back(ckpt.get(c.keys[i]));
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) continue;
+    dst.copy_(c.combine(parts));
     ++report.tensors_loaded;
     report.values_loaded += dst.numel();
   }
@@ -91,6 +122,7 @@ LoadReport load_weights(torch::nn::Module& module, const safetensors::Checkpoint
     os << "cannot load " << o.what << " from " << files << " (" << problems.size()
        << (problems.size() == 1 ? " problem" : " problems") << "):";
     for (const auto& p : problems) os << "\n  " << p;
+    if (!o.hint.empty()) os << "\n(" << o.hint << ")";
     throw CheckpointError(os.str());
   }
   return report;

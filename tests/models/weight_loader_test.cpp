@@ -49,6 +49,31 @@ TEST(WeightLoaderTest, AllowedMissingAndUnexpected) {
   EXPECT_EQ(r.unexpected_allowed, std::vector<std::string>{"x.y"});
 }
 
+TEST(WeightLoaderTest, CompositeTensorsAreCombinedAndChecked) {
+  test::TempDir d;
+  safetensors::save(d / "w.safetensors", {{"w.top", torch::ones({1, 3})},
+                                          {"w.bottom", torch::full({1, 3}, 2.0)},
+                                          {"fc.bias", torch::zeros({2})},
+                                          {"steps", torch::zeros({1}, torch::kLong)}});
+  LoadOptions o;
+  o.composites.push_back(
+      {"fc.weight", {"w.top", "w.bottom"}, {{1, 3}, {1, 3}}, [](const std::vector<at::Tensor>& t) {
+         return at::cat({t[0], t[1]});
+       }});
+  Net net;
+  const auto r = load_weights(net, safetensors::Checkpoint::open(d / "w.safetensors"), o);
+  EXPECT_EQ(r.tensors_loaded, 3);
+  EXPECT_TRUE(net.fc->weight.equal(at::cat({torch::ones({1, 3}), torch::full({1, 3}, 2.0)})));
+
+  o.composites[0].keys[1] = "w.absent";
+  o.composites[0].shapes[0] = {1, 4};
+  o.hint = "config: x.json";
+  test::expect_error<CheckpointError>(
+      [&] { load_weights(net, safetensors::Checkpoint::open(d / "w.safetensors"), o); },
+      {"3 problems", "shape mismatch: w.top: expected [1, 4], found [1, 3]",
+       "missing: w.absent (expected [1, 3])", "unexpected: w.bottom [1, 3]", "(config: x.json)"});
+}
+
 TEST(WeightLoaderTest, NamedTensorsRoundTrip) {
   test::TempDir d;
   Net a;

@@ -5,6 +5,7 @@
 
 #include <torch/nn/module.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -12,6 +13,16 @@
 #include "salad/core/safetensors.h"
 
 namespace salad::models {
+
+/// A module tensor made from several checkpoint tensors (a fused q/k/v projection, weight-norm
+/// g and v). Each source key is checked like any other tensor and counted as used.
+struct CompositeTensor {
+  std::string target;                        ///< module tensor name (as registered)
+  std::vector<std::string> keys;             ///< checkpoint keys it is made from
+  std::vector<std::vector<int64_t>> shapes;  ///< their expected shapes
+  /// The target's value from the source tensors (in `keys` order).
+  std::function<at::Tensor(const std::vector<at::Tensor>&)> combine;
+};
 
 struct LoadOptions {
   /// Module name -> checkpoint key (identity when empty). Per-architecture key maps live here.
@@ -25,8 +36,13 @@ struct LoadOptions {
   std::vector<std::string> allow_missing;
   /// Checkpoint keys that are not this module's at all (another component's weights): ignored.
   std::vector<std::string> ignore_prefixes;
+  /// Module tensors built from several checkpoint tensors; their targets are not looked up by
+  /// name.
+  std::vector<CompositeTensor> composites;
   /// What is loaded, for messages ("Qwen2 decoder").
   std::string what = "model";
+  /// Appended to the error in parentheses (e.g. which model config was used).
+  std::string hint;
 };
 
 struct LoadReport {
