@@ -8,6 +8,9 @@
 
 #include <ATen/Parallel.h>
 
+// OpenMP's C API, declared weak so libsalad needs no OpenMP at build or link time.
+extern "C" void omp_set_num_threads(int) __attribute__((weak));
+
 namespace salad {
 
 BlasInfo detect_blas() {
@@ -110,6 +113,13 @@ int configure_threads(int requested) {
   n = std::max(n, 1);
   at::set_num_threads(n);
   return n;
+}
+
+void use_one_op_thread_here() {
+  // omp_set_num_threads sets the calling thread's nthreads ICV, so the parallel regions ATen
+  // opens from this thread get a team of one. Weak: resolved against whichever OpenMP runtime
+  // LibTorch loaded (Debian's libgomp or the one bundled with official LibTorch builds).
+  if (omp_set_num_threads) omp_set_num_threads(1);
 }
 
 }  // namespace salad

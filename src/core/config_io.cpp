@@ -189,6 +189,8 @@ void SaladConfig::validate() const {
   positive("adapter.intermediate_size", adapter.intermediate_size);
   divides("adapter.num_heads", adapter.num_heads, "adapter.hidden_size", adapter.hidden_size);
   divides("adapter.num_kv_heads", adapter.num_kv_heads, "adapter.num_heads", adapter.num_heads);
+  positive("adapter.codebook_size", adapter.codebook_size);
+  if (!(adapter.init_std > 0)) e.push_back("key 'adapter.init_std' must be > 0");
   positive("encoder.n_q", encoder.n_q);
   positive("encoder.n_mels", encoder.n_mels);
   if (encoder.type == "mimi" && encoder.checkpoint.empty() && run.stage != "text") {
@@ -203,6 +205,7 @@ void SaladConfig::validate() const {
   if (data.speech_words_max < data.speech_words_min) {
     e.push_back("key 'data.speech_words_max' must be >= data.speech_words_min");
   }
+  positive("data.utterance_group", data.utterance_group);
   positive("data.prefetch", data.prefetch);
   positive("data.workers", data.workers);
   if (!(data.max_skip_fraction >= 0 && data.max_skip_fraction <= 1)) {

@@ -7,8 +7,10 @@
 #include <cmath>
 #include <vector>
 
+#include "salad/audio/audio.h"
 #include "salad/core/config.h"
 #include "salad/core/error.h"
+#include "salad/data/manifest.h"
 #include "test_util.h"
 
 namespace salad::models {
@@ -185,6 +187,34 @@ TEST(FbankTest, EmptyBatchAndNoGrad) {
   EXPECT_EQ(empty.frames.size(0), 0);
   const at::Tensor w = (at::randn({1, 2000}) * 0.1).set_requires_grad(true);
   EXPECT_FALSE(enc.encode(w, lengths_of({2000})).features.requires_grad());
+}
+
+}  // namespace
+}  // namespace salad::models
+
+namespace salad::models {
+namespace {
+
+// The loader's on-the-fly path gives what encoding the cut clip directly gives.
+TEST(OnTheFlyFeaturesTest, EqualEncodingTheUtteranceSpan) {
+  test::TempDir dir;
+  const at::Tensor wave = test::sine(330.0, 24000, 24000, 0.3);  // 1 s
+  audio::write_wav(dir.path() / "a.wav", wave, 24000, /*float32=*/true);
+  auto enc = std::make_shared<FbankEncoder>();
+  const auto features = on_the_fly_features(enc);
+  data::Utterance u;
+  u.id = "a";
+  u.audio = dir.path() / "a.wav";
+  u.offset = 0.25;
+  u.duration = 0.5;
+  u.where = "m.jsonl:1";
+  const at::Tensor got = features(u);  // [F, 640]
+  const at::Tensor clip = wave.narrow(0, 6000, 12000).unsqueeze(0);
+  const EncodedBatch direct = enc->encode(clip, at::tensor({int64_t{12000}}));
+  EXPECT_EQ(got.size(0), 7);  // ceil(12000 / 1920)
+  EXPECT_TRUE(all_close(got, direct.features[0].narrow(0, 0, 7), 1e-4, "on the fly"));
+  u.audio = dir.path() / "missing.wav";
+  expect_error<IoError>([&] { features(u); }, {"missing.wav"});
 }
 
 }  // namespace

@@ -27,4 +27,10 @@ void log_blas_info();
 /// here), which halves GEMM throughput. Returns the number set.
 int configure_threads(int requested);
 
+/// Makes LibTorch's CPU ops called from the current thread run on that thread alone (OpenMP
+/// team size 1 for this thread only). For helper threads (data loader workers): without it every
+/// small tensor copy there starts an OpenMP team whose threads spin on the cores the trainer
+/// uses. No effect when LibTorch was not built with OpenMP.
+void use_one_op_thread_here();
+
 }  // namespace salad

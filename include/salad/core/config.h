@@ -116,6 +116,9 @@ struct AdapterConfig {
   int64_t intermediate_size = 2560;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-5;
+  bool causal = true;         ///< causal self-attention inside a speech segment
+  double init_std = 0.02;     ///< normal init of the projections and markers
+  int64_t codebook_size = 2048;  ///< encoder.output=codes: entries per codebook
 
   template <class V>
   void visit(V& v) {
@@ -126,6 +129,11 @@ struct AdapterConfig {
     v("intermediate_size", intermediate_size, "SwiGLU hidden width.");
     v("rope_theta", rope_theta, "RoPE base.");
     v("rms_norm_eps", rms_norm_eps, "RMSNorm epsilon.");
+    v("causal", causal,
+      "Causal self-attention over a speech segment's frames (false: bidirectional).");
+    v("init_std", init_std, "Std of the normal initialisation of weights and markers.");
+    v("codebook_size", codebook_size,
+      "encoder.output=codes: entries per codebook (one embedding table per codebook).");
   }
 };
 
@@ -155,6 +163,8 @@ struct DataConfig {
   int64_t text_words_max = 30;
   int64_t speech_words_min = 5;
   int64_t speech_words_max = 15;
+  std::string first_modality = "random";  ///< random | text | speech
+  int64_t utterance_group = 8;  ///< untimed utterances chained into one document
   int64_t prefetch = 4;             ///< batches prepared ahead
   int64_t workers = 2;              ///< loader threads
   double max_skip_fraction = 0.05;  ///< more skipped items than this is an error
@@ -169,6 +179,11 @@ struct DataConfig {
     v("text_words_max", text_words_max, "Interleaving: longest text segment (words).");
     v("speech_words_min", speech_words_min, "Interleaving: shortest speech segment (words).");
     v("speech_words_max", speech_words_max, "Interleaving: longest speech segment (words).");
+    v.choice("first_modality", first_modality, {"random", "text", "speech"},
+             "Interleaving: modality of a document's first segment.");
+    v("utterance_group", utterance_group,
+      "Utterances without word timings: consecutive ones chained into one document, each a "
+      "segment of alternating modality (at most this many).");
     v("prefetch", prefetch, "Batches prepared ahead by the loader.");
     v("workers", workers, "Loader threads.");
     v("max_skip_fraction", max_skip_fraction, "Fraction of bad items tolerated before an error.");

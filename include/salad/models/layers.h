@@ -41,12 +41,14 @@ Rotary rotary_embedding(const at::Tensor& position_ids, int64_t head_dim, double
 /// i+Dh/2)).
 at::Tensor apply_rotary(const at::Tensor& x, const Rotary& rot);
 
-/// Which keys each query may see: [B, 1, T, T] bool (true = attend). Causal, minus padded keys
-/// (`attention_mask` [B, T], 1 = real token), minus keys of other documents (`document_ids`
-/// [B, T]: packed sequences attend only within their document). A query always sees itself, so
-/// no row is empty (rows of padded queries are garbage but finite).
+/// Which keys each query may see: [B, 1, T, T] bool (true = attend). Causal (unless `causal`
+/// is false: every key of the row), minus padded keys (`attention_mask` [B, T], 1 = real
+/// token), minus keys of other documents (`document_ids` [B, T]: packed sequences attend only
+/// within their document). A query always sees itself, so no row is empty (rows of padded
+/// queries are garbage but finite).
 at::Tensor attention_allowed(int64_t batch, int64_t length, const at::Tensor& attention_mask,
-                             const at::Tensor& document_ids, c10::Device device);
+                             const at::Tensor& document_ids, c10::Device device,
+                             bool causal = true);
 
 struct AttentionOptions {
   int64_t hidden_size = 0;

@@ -8,11 +8,15 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 namespace salad::config {
 struct EncoderConfig;
+}
+namespace salad::data {
+struct Utterance;
 }
 
 namespace salad::models {
@@ -47,5 +51,13 @@ class SpeechEncoder {
 
 /// Builds the encoder a recipe's `encoder:` section names (mimi needs encoder.checkpoint).
 std::unique_ptr<SpeechEncoder> make_speech_encoder(const config::EncoderConfig& cfg);
+
+/// Features computed on demand, for a data loader without a feature cache (data::FeatureFn):
+/// loads the utterance's audio (its offset and duration, resampled to the encoder's rate),
+/// encodes it without gradients and returns its [F, D] frames. Safe to call from several
+/// threads: audio decoding runs in parallel, encodes one at a time. Throws IoError/DataError
+/// naming the file when the audio cannot be used.
+std::function<at::Tensor(const data::Utterance&)> on_the_fly_features(
+    std::shared_ptr<SpeechEncoder> encoder);
 
 }  // namespace salad::models

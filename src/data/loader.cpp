@@ -1,0 +1,717 @@
+#include "salad/data/loader.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "data/loader_sources.h"
+#include "salad/core/config.h"
+#include "salad/core/blas_info.h"
+#include "salad/core/error.h"
+#include "salad/core/logging.h"
+#include "salad/text/tokenizer.h"
+
+namespace salad::data {
+
+namespace ld = loader_detail;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---- Options ------------------------------------------------------------------------------------
+
+/// How the fields of LoaderOptions are called in messages: their own names for validate(), the
+/// recipe's keys for from_config().
+struct FieldNames {
+  std::string sources = "sources";
+  std::string rows = "rows";
+  std::string utterance_group = "utterance_group";
+  std::string prefetch = "prefetch";
+  std::string workers = "workers";
+  std::string max_skip_fraction = "max_skip_fraction";
+  std::string context = "pack.context";
+};
+
+void check_options(const LoaderOptions& o, const FieldNames& n) {
+  auto fail = [](const std::string& msg) { throw ConfigError(msg); };
+  if (o.sources.empty()) {
+    fail(n.sources + ": no data sources (add at least one {name, kind, path, weight})");
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < o.sources.size(); ++i) {
+    const SourceSpec& s = o.sources[i];
+    const std::string at = n.sources + "[" + std::to_string(i) + "]";
+    const std::string named = s.name.empty() ? "" : " (source '" + s.name + "')";
+    if (s.name.empty()) fail(at + ".name is empty (sources are named in logs and metrics)");
+    if (!names.insert(s.name).second) fail(at + ".name '" + s.name + "' is used twice");
+    if (s.kind != "speech" && s.kind != "text") {
+      fail(at + ".kind must be speech or text, found '" + s.kind + "'" + named);
+    }
+    if (s.path.empty()) fail(at + ".path is empty" + named);
+    if (!(s.weight > 0) || !std::isfinite(s.weight)) {
+      fail(at + ".weight must be > 0, found " + std::to_string(s.weight) + named);
+    }
+    if (s.kind == "speech" && !o.features) {
+      fail(at + named +
+           ": a speech source needs encoder features (LoaderOptions::features is empty; set "
+           "data.cache or an encoder)");
+    }
+  }
+  if (!o.tokenizer) fail("tokenizer is not set");
+  auto at_least_one = [&](int64_t v, const std::string& name) {
+    if (v < 1) fail(name + " must be >= 1, found " + std::to_string(v));
+  };
+  at_least_one(o.rows, n.rows);
+  at_least_one(o.utterance_group, n.utterance_group);
+  at_least_one(o.prefetch, n.prefetch);
+  at_least_one(o.workers, n.workers);
+  at_least_one(o.pack.context, n.context);
+  if (o.world_size < 1) fail("world_size must be >= 1, found " + std::to_string(o.world_size));
+  if (o.rank < 0 || o.rank >= o.world_size) {
+    fail("rank must be in [0, world_size = " + std::to_string(o.world_size) + "), found " +
+         std::to_string(o.rank));
+  }
+  if (!(o.max_skip_fraction >= 0 && o.max_skip_fraction <= 1)) {
+    fail(n.max_skip_fraction + " must be in [0, 1], found " + std::to_string(o.max_skip_fraction));
+  }
+  o.interleave.validate();
+}
+
+// ---- Draw order ---------------------------------------------------------------------------------
+
+/// Where the drawing is: LoaderCursor without the identity fields.
+struct DrawState {
+  std::vector<SourceCursor> sources;
+  int64_t draws = 0;
+};
+
+struct Draw {
+  int source = 0;
+  int64_t epoch = 0;
+  int64_t item = 0;  ///< index into the source's items (file order)
+  DrawState before;  ///< the state right before this draw
+  DrawState after;
+  bool epoch_end = false;  ///< this draw finished the source's epoch (or its single pass)
+};
+
+/// The deterministic sequence of (source, item) draws. Not thread-safe (the loader locks).
+class Drawer {
+ public:
+  Drawer(const LoaderOptions& o, std::vector<int64_t> items, DrawState start)
+      : o_(o), items_(std::move(items)), state_(std::move(start)), perms_(items_.size()) {
+    double total = 0;
+    for (const SourceSpec& s : o_.sources) cumulative_.push_back(total += s.weight);
+  }
+
+  /// Items of source s that this rank visits per epoch: positions rank, rank + W, ...
+  int64_t share(size_t s) const {
+    const int64_t n = items_[s];
+    return n > o_.rank ? (n - o_.rank + o_.world_size - 1) / o_.world_size : 0;
+  }
+  const DrawState& state() const { return state_; }
+
+  /// The next draw; nullopt at the end of a single pass (repeat=false).
+  std::optional<Draw> next() {
+    Draw d;
+    d.before = state_;
+    if (o_.repeat) {
+      d.source = choose(state_.draws);
+    } else {
+      size_t s = 0;
+      while (s < items_.size() && state_.sources[s].index >= share(s)) ++s;
+      if (s == items_.size()) return std::nullopt;
+      d.source = static_cast<int>(s);
+    }
+    const auto s = static_cast<size_t>(d.source);
+    SourceCursor& c = state_.sources[s];
+    d.epoch = c.epoch;
+    const int64_t position = o_.rank + c.index * o_.world_size;
+    d.item = o_.repeat ? order(s, c.epoch)[static_cast<size_t>(c.index)] : position;
+    ++c.index;
+    ++state_.draws;
+    if (c.index >= share(s)) {
+      d.epoch_end = true;
+      if (o_.repeat) {
+        ++c.epoch;
+        c.index = 0;
+      }
+    }
+    d.after = state_;
+    return d;
+  }
+
+ private:
+  int choose(int64_t k) const {
+    const double x =
+        ld::unit_double(ld::hash_values(
+            {ld::kMixTag, o_.seed, static_cast<uint64_t>(o_.rank), static_cast<uint64_t>(k)})) *
+        cumulative_.back();
+    for (size_t s = 0; s < cumulative_.size(); ++s) {
+      if (x < cumulative_[s]) return static_cast<int>(s);
+    }
+    return static_cast<int>(cumulative_.size()) - 1;
+  }
+
+  /// This rank's share of the epoch's permutation of source s (every rank computes the same
+  /// permutation, so the shares are disjoint and cover the epoch).
+  const std::vector<int64_t>& order(size_t s, int64_t epoch) {
+    Perm& p = perms_[s];
+    if (p.epoch != epoch) {
+      const std::vector<int64_t> all = ld::permutation(
+          items_[s], ld::hash_values({ld::kPermutationTag, o_.seed, static_cast<uint64_t>(s),
+                                      static_cast<uint64_t>(epoch)}));
+      p.share.clear();
+      for (size_t i = static_cast<size_t>(o_.rank); i < all.size();
+           i += static_cast<size_t>(o_.world_size)) {
+        p.share.push_back(all[i]);
+      }
+      p.epoch = epoch;
+    }
+    return p.share;
+  }
+
+  struct Perm {
+    int64_t epoch = -1;
+    std::vector<int64_t> share;
+  };
+  const LoaderOptions& o_;
+  std::vector<int64_t> items_;
+  DrawState state_;
+  std::vector<double> cumulative_;
+  std::vector<Perm> perms_;
+};
+
+[[noreturn]] void cursor_error(const std::string& where, const std::string& msg) {
+  throw CheckpointError(where + ": data loader cursor: " + msg);
+}
+
+LoaderCursor make_cursor(const LoaderOptions& o, const DrawState& s, int64_t skip_parts) {
+  LoaderCursor c;
+  c.sources = s.sources;
+  c.draws = s.draws;
+  c.skip_parts = skip_parts;
+  c.seed = o.seed;
+  c.rank = o.rank;
+  c.world_size = o.world_size;
+  return c;
+}
+
+}  // namespace
+
+// ---- LoaderOptions ------------------------------------------------------------------------------
+
+FeatureFn cache_features(const FeatureCache& cache) {
+  return [cache](const Utterance& u) { return cache.get(u.id); };
+}
+
+LoaderOptions LoaderOptions::from_config(const config::SaladConfig& cfg, bool train,
+                                         std::shared_ptr<const text::Tokenizer> tokenizer,
+                                         FeatureFn features, double frame_rate,
+                                         int64_t feature_dim) {
+  LoaderOptions o;
+  for (const config::SourceConfig& s : train ? cfg.data.train : cfg.data.valid) {
+    o.sources.push_back({s.name, s.kind, s.path, s.weight});
+  }
+  o.tokenizer = std::move(tokenizer);
+  o.features = std::move(features);
+  o.interleave = InterleaveOptions::from_config(cfg.data, frame_rate);
+  o.pack.context = cfg.data.context;
+  o.pack.feature_dim = feature_dim;
+  o.pack.codes = cfg.encoder.output == "codes";
+  o.rows = cfg.train.micro_batch_sequences;
+  o.utterance_group = cfg.data.utterance_group;
+  o.prefetch = cfg.data.prefetch;
+  o.workers = cfg.data.workers;
+  o.seed = static_cast<uint64_t>(cfg.run.seed);
+  o.rank = env_rank();
+  o.world_size = env_world_size();
+  o.repeat = train;
+  o.max_skip_fraction = cfg.data.max_skip_fraction;
+  FieldNames n;
+  n.sources = train ? "data.train" : "data.valid";
+  n.rows = "train.micro_batch_sequences";
+  n.utterance_group = "data.utterance_group";
+  n.prefetch = "data.prefetch";
+  n.workers = "data.workers";
+  n.max_skip_fraction = "data.max_skip_fraction";
+  n.context = "data.context";
+  check_options(o, n);
+  return o;
+}
+
+void LoaderOptions::validate() const { check_options(*this, FieldNames{}); }
+
+// ---- LoaderCursor -------------------------------------------------------------------------------
+
+std::string LoaderCursor::to_json() const {
+  json j;
+  j["format"] = "salad-loader-cursor";
+  j["version"] = 1;
+  j["seed"] = seed;
+  j["rank"] = rank;
+  j["world_size"] = world_size;
+  j["draws"] = draws;
+  j["skip_parts"] = skip_parts;
+  j["sources"] = json::array();
+  for (const SourceCursor& s : sources)
+    j["sources"].push_back({{"epoch", s.epoch}, {"index", s.index}});
+  return j.dump();
+}
+
+LoaderCursor LoaderCursor::from_json(const std::string& text, const std::string& where) {
+  auto fail = [&](const std::string& msg) { cursor_error(where, msg); };
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail(std::string("not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) fail("expected a JSON object");
+  if (j.value("format", std::string()) != "salad-loader-cursor") {
+    fail("expected \"format\": \"salad-loader-cursor\"");
+  }
+  auto integer = [&](const json& o, const char* key, const std::string& at) -> int64_t {
+    if (!o.contains(key) || !o[key].is_number_integer()) {
+      fail(at + "\"" + key + "\": expected an integer, found " +
+           (o.contains(key) ? o[key].dump() : "nothing"));
+    }
+    const int64_t v = o[key].get<int64_t>();
+    if (v < 0) fail(at + "\"" + key + "\": expected >= 0, found " + std::to_string(v));
+    return v;
+  };
+  LoaderCursor c;
+  if (!j.contains("seed") || !j["seed"].is_number_integer()) {
+    fail("\"seed\": expected an unsigned integer");
+  }
+  c.seed = j["seed"].is_number_unsigned() ? j["seed"].get<uint64_t>()
+                                          : static_cast<uint64_t>(j["seed"].get<int64_t>());
+  c.rank = integer(j, "rank", "");
+  c.world_size = integer(j, "world_size", "");
+  c.draws = integer(j, "draws", "");
+  c.skip_parts = integer(j, "skip_parts", "");
+  if (!j.contains("sources") || !j["sources"].is_array()) {
+    fail("\"sources\": expected a list of {epoch, index}");
+  }
+  for (size_t i = 0; i < j["sources"].size(); ++i) {
+    const json& s = j["sources"][i];
+    const std::string at = "sources[" + std::to_string(i) + "].";
+    if (!s.is_object()) fail(at.substr(0, at.size() - 1) + ": expected {epoch, index}");
+    c.sources.push_back({integer(s, "epoch", at), integer(s, "index", at)});
+  }
+  return c;
+}
+
+bool LoaderCursor::operator==(const LoaderCursor& o) const {
+  if (sources.size() != o.sources.size()) return false;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (sources[i].epoch != o.sources[i].epoch || sources[i].index != o.sources[i].index) {
+      return false;
+    }
+  }
+  return draws == o.draws && skip_parts == o.skip_parts && seed == o.seed && rank == o.rank &&
+         world_size == o.world_size;
+}
+
+// ---- Loader -------------------------------------------------------------------------------------
+
+// Threads: `workers` threads take draws in order (the Drawer, under the lock) and build their
+// documents concurrently into a ring of slots; one packer thread consumes the slots in draw order,
+// so everything order-dependent (skip counts, packing, cursors, the threshold) is deterministic,
+// and pushes batches into a queue of `prefetch`. Every wait also wakes on `stop`.
+struct Loader::State {
+  struct Result {
+    enum Kind { kItem, kEnd, kError } kind = kItem;
+    Draw draw;
+    ld::BuiltItem built;
+    std::exception_ptr error;
+    double seconds = 0;
+  };
+  struct Ready {
+    enum Kind { kBatch, kEnd, kError } kind = kBatch;
+    Batch batch;
+    LoaderCursor cursor;
+    std::exception_ptr error;
+  };
+
+  State(const LoaderOptions& opts, std::vector<std::unique_ptr<ld::Source>> srcs, DrawState start,
+        int64_t skip_parts)
+      : o(opts),
+        sources(std::move(srcs)),
+        drawer(opts, item_counts(sources), std::move(start)),
+        first_skip_parts(skip_parts),
+        ring(static_cast<size_t>(std::max<int64_t>(4 * o.workers, 16))) {
+    build.tokenizer = o.tokenizer.get();
+    build.features = &o.features;
+    build.interleave = &o.interleave;
+    build.context = o.pack.context;
+    build.feature_dim = o.pack.feature_dim;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      names += (names.empty() ? "data sources '" : ", '") + sources[i]->spec().name + "'";
+      total_share += drawer.share(i);
+      read_skips.merge(sources[i]->read_skips());
+    }
+    last_cursor = make_cursor(o, drawer.state(), skip_parts);
+  }
+
+  static std::vector<int64_t> item_counts(const std::vector<std::unique_ptr<ld::Source>>& s) {
+    std::vector<int64_t> n;
+    for (const auto& x : s) n.push_back(x->items());
+    return n;
+  }
+
+  // Also reached when the Loader constructor fails after starting some threads.
+  ~State() { shutdown(); }
+
+  void start() {
+    for (int64_t i = 0; i < o.workers; ++i) threads.emplace_back([this] {
+      use_one_op_thread_here();
+      worker_loop();
+    });
+    threads.emplace_back([this] {
+      use_one_op_thread_here();
+      pack_loop();
+    });
+  }
+
+  void shutdown() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stop = true;
+    }
+    work_cv.notify_all();
+    slot_cv.notify_all();
+    space_cv.notify_all();
+    queue_cv.notify_all();
+    for (std::thread& t : threads) t.join();
+    threads.clear();
+  }
+
+  Result build_item(Draw d) const {
+    const auto t0 = Clock::now();
+    Result r;
+    try {
+      std::mt19937_64 rng(
+          ld::hash_values({ld::kItemTag, o.seed, static_cast<uint64_t>(d.source),
+                           static_cast<uint64_t>(d.epoch), static_cast<uint64_t>(d.item)}));
+      r.built = sources[static_cast<size_t>(d.source)]->build(d.item, rng, build);
+    } catch (...) {
+      // Not bad data (that is a skip): a bug or a broken environment; next() rethrows it.
+      r.kind = Result::kError;
+      r.error = std::current_exception();
+    }
+    r.draw = std::move(d);
+    r.seconds = seconds_since(t0);
+    return r;
+  }
+
+  void worker_loop() {
+    for (;;) {
+      std::optional<Draw> d;
+      int64_t seq;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        work_cv.wait(lk, [&] {
+          return stop || (!end_drawn && next_seq < consumed + static_cast<int64_t>(ring.size()));
+        });
+        if (stop) return;
+        seq = next_seq++;
+        Result r;
+        try {
+          d = drawer.next();
+          if (!d) {
+            r.kind = Result::kEnd;
+            r.draw.before = drawer.state();
+          }
+        } catch (...) {
+          r.kind = Result::kError;
+          r.error = std::current_exception();
+        }
+        if (!d) {
+          end_drawn = true;
+          ring[slot(seq)] = std::move(r);
+          slot_cv.notify_all();
+          continue;
+        }
+      }
+      Result r = build_item(std::move(*d));
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        ring[slot(seq)] = std::move(r);
+      }
+      slot_cv.notify_all();
+    }
+  }
+
+  size_t slot(int64_t seq) const { return static_cast<size_t>(seq) % ring.size(); }
+
+  /// Pushes a batch (waiting for room) or the final marker; false when stopping.
+  bool push(Ready r) {
+    std::unique_lock<std::mutex> lk(mu);
+    if (r.kind == Ready::kBatch) {
+      space_cv.wait(lk, [&] { return stop || static_cast<int64_t>(queue.size()) < o.prefetch; });
+    }
+    if (stop) return false;
+    queue.push_back(std::move(r));
+    queue_cv.notify_all();
+    return true;
+  }
+
+  void add_busy(double s) {
+    std::lock_guard<std::mutex> lk(mu);
+    stats.produce_seconds += s;
+  }
+
+  void pack_loop() {
+    try {
+      pack_all();
+    } catch (...) {
+      Ready r;
+      r.kind = Ready::kError;
+      r.error = std::current_exception();
+      push(std::move(r));
+    }
+  }
+
+  void pack_all() {
+    RowPacker packer(o.pack.context, o.rows);
+    // The documents added but not yet emitted, in order, with the state before their item's
+    // draw: the first of them is where a resumed loader must start.
+    struct Pending {
+      std::shared_ptr<const DrawState> before;
+      int64_t part;
+    };
+    std::deque<Pending> pending;
+    bool first = true;
+    int64_t items_seen = 0;
+    int64_t skipped_in_a_row = 0;
+    double waited = 0;  // for room in the queue (not busy time)
+
+    auto emit = [&](std::vector<std::vector<Document>> rows, LoaderCursor cursor) {
+      Ready r;
+      r.batch = make_batch(rows, o.pack);
+      r.cursor = std::move(cursor);
+      const auto t0 = Clock::now();
+      const bool ok = push(std::move(r));
+      waited += seconds_since(t0);
+      return ok;
+    };
+
+    for (;;) {
+      Result r;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        slot_cv.wait(lk, [&] { return stop || ring[slot(consumed)].has_value(); });
+        if (stop) return;
+        r = std::move(*ring[slot(consumed)]);
+        ring[slot(consumed)].reset();
+        ++consumed;
+      }
+      work_cv.notify_all();
+      const auto t0 = Clock::now();
+      waited = 0;
+
+      if (r.kind == Result::kError) std::rethrow_exception(r.error);
+      if (r.kind == Result::kEnd) {
+        check_skips(items_seen);
+        std::vector<std::vector<Document>> rows = packer.flush();
+        rows.erase(
+            std::remove_if(rows.begin(), rows.end(), [](const auto& x) { return x.empty(); }),
+            rows.end());
+        if (!rows.empty() && !emit(std::move(rows), make_cursor(o, r.draw.before, 0))) return;
+        add_busy(seconds_since(t0) - waited);
+        Ready end;
+        end.kind = Ready::kEnd;
+        end.cursor = make_cursor(o, r.draw.before, 0);
+        push(std::move(end));
+        return;
+      }
+
+      ++items_seen;
+      ld::BuiltItem& b = r.built;
+      int64_t added = 0;
+      if (!b.skip_reason.empty()) {
+        stats.skipped.record(b.skip_reason, b.where, b.message);
+        ++skipped_in_a_row;
+      } else {
+        skipped_in_a_row = 0;
+        const size_t start =
+            first ? std::min(static_cast<size_t>(first_skip_parts), b.parts.size()) : 0;
+        const auto before = std::make_shared<const DrawState>(r.draw.before);
+        for (size_t p = start; p < b.parts.size(); ++p) {
+          pending.push_back({before, static_cast<int64_t>(p)});
+          packer.add(std::move(b.parts[p]));
+          ++added;
+          if (!packer.ready()) continue;
+          std::vector<std::vector<Document>> rows = packer.take();
+          for (const auto& row : rows) {
+            for (size_t i = 0; i < row.size(); ++i) pending.pop_front();
+          }
+          LoaderCursor cursor = pending.empty()
+                                    ? make_cursor(o, r.draw.after, 0)
+                                    : make_cursor(o, *pending.front().before, pending.front().part);
+          if (!emit(std::move(rows), std::move(cursor))) return;
+        }
+      }
+      first = false;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        stats.items_seen = items_seen;
+        stats.documents += added;
+        stats.documents_split += b.split ? 1 : 0;
+        stats.produce_seconds += r.seconds + seconds_since(t0) - waited;
+      }
+      if (items_seen >= kSkipCheckFrom || r.draw.epoch_end) check_skips(items_seen);
+      if (skipped_in_a_row > 2 * total_share + kSkipCheckFrom) {
+        throw DataError(names + ": no usable item among the last " +
+                        std::to_string(skipped_in_a_row) + " drawn (" + stats.skipped.summary() +
+                        ")");
+      }
+    }
+  }
+
+  void check_skips(int64_t items_seen) const {
+    stats.skipped.check(items_seen, o.max_skip_fraction, names);
+  }
+
+  static constexpr int64_t kSkipCheckFrom = 200;
+
+  const LoaderOptions& o;
+  std::vector<std::unique_ptr<ld::Source>> sources;
+  ld::BuildContext build;
+  std::string names;
+  int64_t total_share = 0;
+
+  std::mutex mu;                     // guards everything below
+  std::condition_variable work_cv;   // workers: a slot is free
+  std::condition_variable slot_cv;   // packer: the next slot is filled
+  std::condition_variable space_cv;  // packer: the queue has room
+  std::condition_variable queue_cv;  // next(): the queue is not empty
+  Drawer drawer;
+  int64_t first_skip_parts = 0;
+  bool stop = false;
+  bool end_drawn = false;
+  int64_t next_seq = 0;  // draws handed to workers
+  int64_t consumed = 0;  // draws taken by the packer
+  std::vector<std::optional<Result>> ring;
+  std::deque<Ready> queue;
+  LoaderCursor last_cursor;
+  LoaderStats stats;       // stats.skipped (item skips; has its own lock)
+  SkipCounter read_skips;  // manifest lines skipped when reading (checked by read_manifest)
+  std::vector<std::thread> threads;
+};
+
+Loader::Loader(LoaderOptions o, const LoaderCursor& start) : o_(std::move(o)) {
+  o_.validate();
+  std::vector<std::unique_ptr<ld::Source>> sources;
+  for (const SourceSpec& spec : o_.sources) {
+    sources.push_back(ld::Source::open(spec, o_.utterance_group, o_.max_skip_fraction));
+  }
+  // The draw state to start from: the beginning, or a checkpoint's cursor made by a loader
+  // with the same identity (another seed, rank or source list would visit other items).
+  DrawState state;
+  state.sources.resize(o_.sources.size());
+  if (!start.sources.empty()) {
+    auto differs = [](const std::string& what, const std::string& saved, const std::string& now) {
+      throw CheckpointError("data loader cursor was made with " + what + " " + saved +
+                            " but this run has " + what + " " + now +
+                            " (resume with the same data.train sources, run.seed and ranks)");
+    };
+    if (start.sources.size() != o_.sources.size()) {
+      differs("number of data sources", std::to_string(start.sources.size()),
+              std::to_string(o_.sources.size()));
+    }
+    if (start.seed != o_.seed) differs("seed", std::to_string(start.seed), std::to_string(o_.seed));
+    if (start.rank != o_.rank) differs("rank", std::to_string(start.rank), std::to_string(o_.rank));
+    if (start.world_size != o_.world_size) {
+      differs("world size", std::to_string(start.world_size), std::to_string(o_.world_size));
+    }
+    state.sources = start.sources;
+    state.draws = start.draws;
+  }
+  {
+    const std::vector<int64_t> counts = State::item_counts(sources);
+    Drawer probe(o_, counts, state);
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const SourceSpec& spec = o_.sources[i];
+      const int64_t share = probe.share(i);
+      if (o_.repeat && share == 0) {
+        throw ConfigError("data source '" + spec.name + "' (" + spec.path.string() + ") has " +
+                          std::to_string(counts[i]) + " items: none for rank " +
+                          std::to_string(o_.rank) + " of " + std::to_string(o_.world_size) +
+                          " (use more data or fewer ranks)");
+      }
+      const SourceCursor& c = state.sources[i];
+      const int64_t limit = o_.repeat ? share - 1 : share;
+      if (c.epoch < 0 || c.index < 0 || c.index > limit || (!o_.repeat && c.epoch != 0)) {
+        throw CheckpointError("data loader cursor of source '" + spec.name + "' is at epoch " +
+                              std::to_string(c.epoch) + ", index " + std::to_string(c.index) +
+                              " but the source has " + std::to_string(share) +
+                              " items for this rank (did " + spec.path.string() + " change?)");
+      }
+      spdlog::info("data: source '{}' ({}, weight {}): {} from {}; rank {}/{} visits {} per {}",
+                   spec.name, spec.kind, spec.weight, sources[i]->describe(), spec.path.string(),
+                   o_.rank, o_.world_size, share, o_.repeat ? "epoch" : "pass");
+    }
+  }
+  if (start.draws < 0 || start.skip_parts < 0) {
+    throw CheckpointError("data loader cursor has negative draws or skip_parts");
+  }
+  s_ = std::make_unique<State>(o_, std::move(sources), std::move(state),
+                               start.sources.empty() ? 0 : start.skip_parts);
+  s_->start();
+}
+
+Loader::~Loader() = default;  // ~State stops and joins the threads
+
+std::optional<Batch> Loader::next() {
+  State& s = *s_;
+  std::unique_lock<std::mutex> lk(s.mu);
+  const auto t0 = Clock::now();
+  s.queue_cv.wait(lk, [&] { return !s.queue.empty(); });
+  s.stats.wait_seconds += seconds_since(t0);
+  State::Ready& front = s.queue.front();
+  // The end and errors stay at the front: every later call sees them too.
+  if (front.kind == State::Ready::kError) std::rethrow_exception(front.error);
+  if (front.kind == State::Ready::kEnd) {
+    s.last_cursor = front.cursor;
+    return std::nullopt;
+  }
+  Batch b = std::move(front.batch);
+  s.last_cursor = std::move(front.cursor);
+  s.queue.pop_front();
+  ++s.stats.batches;
+  lk.unlock();
+  s.space_cv.notify_all();
+  return b;
+}
+
+LoaderCursor Loader::cursor() const {
+  std::lock_guard<std::mutex> lk(s_->mu);
+  return s_->last_cursor;
+}
+
+LoaderStats Loader::stats() const {
+  std::lock_guard<std::mutex> lk(s_->mu);
+  LoaderStats st = s_->stats;
+  // Reported with the items' skips; the threshold compares item skips with items seen only
+  // (read_manifest already compared bad lines with lines).
+  st.skipped.merge(s_->read_skips);
+  return st;
+}
+
+}  // namespace salad::data
