@@ -5,9 +5,9 @@
 // Builds a synthetic speech source (word-timed utterances from the text, 0.4 s per word, random
 // 512-d features at 12.5 Hz in a feature cache) and a text-replay source (150-word items of the
 // same text), mixed 2:1. Phase 1 pulls batches as fast as possible: packed positions per
-// second. Phase 2 (--train-steps > 0) runs that many forward/backward/AdamW steps of a small speech LM (the
-// quickstart's sizes with the Qwen vocabulary) and reports the share of time spent waiting for
-// data.
+// second. Phase 2 (--train-steps > 0) runs that many forward/backward/AdamW steps of a small speech
+// LM (the quickstart's sizes with the Qwen vocabulary) and reports the share of time spent waiting
+// for data.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -55,14 +55,22 @@ int main(int argc, char** argv) {
   int64_t utterances = 1500, context = 2048, workers = 2, batches = 40, train_steps = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--tokenizer") tokenizer_path = v;
-    else if (k == "--text") text_path = v;
-    else if (k == "--dir") dir = v;
-    else if (k == "--utterances") utterances = std::stoll(v);
-    else if (k == "--context") context = std::stoll(v);
-    else if (k == "--workers") workers = std::stoll(v);
-    else if (k == "--batches") batches = std::stoll(v);
-    else if (k == "--train-steps") train_steps = std::stoll(v);
+    if (k == "--tokenizer")
+      tokenizer_path = v;
+    else if (k == "--text")
+      text_path = v;
+    else if (k == "--dir")
+      dir = v;
+    else if (k == "--utterances")
+      utterances = std::stoll(v);
+    else if (k == "--context")
+      context = std::stoll(v);
+    else if (k == "--workers")
+      workers = std::stoll(v);
+    else if (k == "--batches")
+      batches = std::stoll(v);
+    else if (k == "--train-steps")
+      train_steps = std::stoll(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -118,7 +126,8 @@ int main(int argc, char** argv) {
     // Text replay items of 150 words (the corpus's lines are whole speeches).
     for (size_t i = 0, n = 0; i < words.size(); i += 150, ++n) {
       std::string t;
-      for (size_t k = i; k < std::min(words.size(), i + 150); ++k) t += (k > i ? " " : "") + words[k];
+      for (size_t k = i; k < std::min(words.size(), i + 150); ++k)
+        t += (k > i ? " " : "") + words[k];
       c << "{\"id\":\"t" << n << "\",\"text\":" << json_string(t) << "}\n";
     }
   }
@@ -145,11 +154,11 @@ int main(int argc, char** argv) {
       frames += batch->stats.speech_frames;
     }
     const double dt = seconds_since(t0);
-    std::printf("loader: %lld workers, context %lld: %lld batches in %.2f s = %.0f positions/s "
-                "(%.0f%% speech frames); skipped: %s\n",
-                (long long)workers, (long long)context, (long long)batches, dt, positions / dt,
-                100.0 * frames / std::max<int64_t>(positions, 1),
-                loader.stats().skipped.summary().c_str());
+    std::printf(
+        "loader: %lld workers, context %lld: %lld batches in %.2f s = %.0f positions/s "
+        "(%.0f%% speech frames); skipped: %s\n",
+        (long long)workers, (long long)context, (long long)batches, dt, positions / dt,
+        100.0 * frames / std::max<int64_t>(positions, 1), loader.stats().skipped.summary().c_str());
   }
 
   if (train_steps > 0) {  // Phase 2: a training step consuming the batches.
@@ -180,18 +189,18 @@ int main(int argc, char** argv) {
       positions += batch->stats.text_tokens + batch->stats.speech_frames + batch->stats.markers;
       opt.zero_grad();
       const auto h = lm.forward(*batch);
-      const auto parts =
-          loss_fn(h.student, lm.student()->lm_head_weight(), h.teacher,
-                  lm.teacher()->lm_head_weight(), batch->targets,
-                  static_cast<double>(std::max<int64_t>(batch->loss_positions(), 1)));
+      const auto parts = loss_fn(
+          h.student, lm.student()->lm_head_weight(), h.teacher, lm.teacher()->lm_head_weight(),
+          batch->targets, static_cast<double>(std::max<int64_t>(batch->loss_positions(), 1)));
       parts.loss.backward();
       opt.step();
     }
     const double dt = seconds_since(t0);
-    std::printf("train step (student 4x256, adapter 2x192, vocab %lld, context %lld): %lld steps "
-                "in %.1f s = %.0f positions/s; data wait %.2f s = %.1f%% of the time\n",
-                (long long)d.vocab_size, (long long)context, (long long)train_steps, dt,
-                positions / dt, wait, 100.0 * wait / dt);
+    std::printf(
+        "train step (student 4x256, adapter 2x192, vocab %lld, context %lld): %lld steps "
+        "in %.1f s = %.0f positions/s; data wait %.2f s = %.1f%% of the time\n",
+        (long long)d.vocab_size, (long long)context, (long long)train_steps, dt, positions / dt,
+        wait, 100.0 * wait / dt);
   }
   return 0;
 }

@@ -342,7 +342,9 @@ std::vector<Document> split_to_context(Document d, int64_t context) {
   if (context < 1) throw ConfigError("data.context: must be >= 1, got " + std::to_string(context));
   for (size_t i = 0; i < d.segments.size(); ++i) {
     const Segment& s = d.segments[i];
-    if (s.modality == Modality::kSpeech && s.student_length() > context) {
+    if (s.modality != Modality::kSpeech) continue;
+    const auto tokens = static_cast<int64_t>(s.tokens.size());
+    if (s.student_length() > context) {
       throw BadItem("speech segment longer than context",
                     d.name + ": speech segment " + std::to_string(i) + " needs " +
                         std::to_string(s.student_length()) + " positions (" +
@@ -350,28 +352,38 @@ std::vector<Document> split_to_context(Document d, int64_t context) {
                         " frames + 2 markers), more than the context (" + std::to_string(context) +
                         ")");
     }
+    if (tokens > context) {
+      throw BadItem(
+          "speech segment longer than context",
+          d.name + ": speech segment " + std::to_string(i) + " has " + std::to_string(tokens) +
+              " tokens, more teacher positions than the context (" + std::to_string(context) + ")");
+    }
   }
-  if (d.student_length() <= context) {
+  if (d.student_length() <= context && d.teacher_length() <= context) {
     std::vector<Document> one;
     one.push_back(std::move(d));
     return one;
   }
 
+  // Both sides are bounded: a text segment takes the same positions in the student's and the
+  // teacher's row, a speech segment F + 2 student positions and its tokens in the teacher's.
   std::vector<Document> parts;
+  int64_t used = 0, used_teacher = 0;
   auto open_part = [&] {
     Document p;
     p.source = d.source;
     parts.push_back(std::move(p));
+    used = 0;
+    used_teacher = 0;
   };
   open_part();
-  int64_t used = 0;
   for (Segment& s : d.segments) {
     if (s.modality == Modality::kSpeech) {
-      if (used + s.student_length() > context) {
-        open_part();
-        used = 0;
-      }
-      used += s.student_length();
+      const int64_t n = s.student_length();
+      const auto nt = static_cast<int64_t>(s.tokens.size());
+      if (used + n > context || used_teacher + nt > context) open_part();
+      used += n;
+      used_teacher += nt;
       parts.back().segments.push_back(std::move(s));
       continue;
     }
@@ -382,17 +394,16 @@ std::vector<Document> split_to_context(Document d, int64_t context) {
     // A text segment fills the room left and continues in the next parts.
     size_t from = 0;
     do {
-      if (used == context) {
-        open_part();
-        used = 0;
-      }
-      const size_t take = std::min(s.tokens.size() - from, static_cast<size_t>(context - used));
+      if (std::min(context - used, context - used_teacher) <= 0) open_part();
+      const int64_t room = std::min(context - used, context - used_teacher);
+      const size_t take = std::min(s.tokens.size() - from, static_cast<size_t>(room));
       Segment piece;
       piece.modality = Modality::kText;
       piece.tokens.assign(s.tokens.begin() + static_cast<std::ptrdiff_t>(from),
                           s.tokens.begin() + static_cast<std::ptrdiff_t>(from + take));
       parts.back().segments.push_back(std::move(piece));
       used += static_cast<int64_t>(take);
+      used_teacher += static_cast<int64_t>(take);
       from += take;
     } while (from < s.tokens.size());
   }

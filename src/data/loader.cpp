@@ -1,13 +1,22 @@
+// data::Loader (see data/loader.h): option checks and from_config, the deterministic draw order
+// of (source, item) pairs, the cursor (its JSON form and the fingerprint of the data identity it
+// is checked against on resume), and the threads: workers that build items' documents in draw
+// order and one packer that consumes them in that order, counts skips, enforces the skip
+// threshold, packs rows into batches and records a resumable cursor with each batch. Reading the
+// sources and building one item's documents are in loader_sources.cpp.
 #include "salad/data/loader.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -15,8 +24,8 @@
 #include <utility>
 
 #include "data/loader_sources.h"
-#include "salad/core/config.h"
 #include "salad/core/blas_info.h"
+#include "salad/core/config.h"
 #include "salad/core/error.h"
 #include "salad/core/logging.h"
 #include "salad/text/tokenizer.h"
@@ -45,6 +54,7 @@ struct FieldNames {
   std::string workers = "workers";
   std::string max_skip_fraction = "max_skip_fraction";
   std::string context = "pack.context";
+  std::string feature_dim = "pack.feature_dim";
 };
 
 void check_options(const LoaderOptions& o, const FieldNames& n) {
@@ -81,6 +91,14 @@ void check_options(const LoaderOptions& o, const FieldNames& n) {
   at_least_one(o.prefetch, n.prefetch);
   at_least_one(o.workers, n.workers);
   at_least_one(o.pack.context, n.context);
+  // Every utterance's features are checked against this width when its item is built, so that
+  // one odd tensor is a skip and not a make_batch error that ends the run.
+  const bool speech = std::any_of(o.sources.begin(), o.sources.end(),
+                                  [](const SourceSpec& s) { return s.kind == "speech"; });
+  if (speech && o.pack.feature_dim < 1) {
+    fail(n.feature_dim + " must be >= 1 (the encoder feature width) when a speech source is " +
+         "present, found " + std::to_string(o.pack.feature_dim));
+  }
   if (o.world_size < 1) fail("world_size must be >= 1, found " + std::to_string(o.world_size));
   if (o.rank < 0 || o.rank >= o.world_size) {
     fail("rank must be in [0, world_size = " + std::to_string(o.world_size) + "), found " +
@@ -200,7 +218,93 @@ class Drawer {
   throw CheckpointError(where + ": data loader cursor: " + msg);
 }
 
-LoaderCursor make_cursor(const LoaderOptions& o, const DrawState& s, int64_t skip_parts) {
+// ---- Data identity ------------------------------------------------------------------------------
+
+/// The shortest decimal that reads back as `v` ("1", "0.1"), so equal weights print equal.
+std::string exact(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+std::string flag(bool b) { return b ? "true" : "false"; }
+
+std::string first_name(InterleaveOptions::First f) {
+  switch (f) {
+    case InterleaveOptions::First::kText:
+      return "text";
+    case InterleaveOptions::First::kSpeech:
+      return "speech";
+    case InterleaveOptions::First::kRandom:
+      break;
+  }
+  return "random";
+}
+
+/// LoaderCursor::identity of a loader whose sources have `counts` items.
+std::map<std::string, std::string> data_identity(const LoaderOptions& o,
+                                                 const std::vector<int64_t>& counts) {
+  std::map<std::string, std::string> id;
+  for (size_t i = 0; i < o.sources.size(); ++i) {
+    const std::string at = "sources[" + std::to_string(i) + "].";
+    id[at + "name"] = o.sources[i].name;
+    id[at + "kind"] = o.sources[i].kind;
+    id[at + "weight"] = exact(o.sources[i].weight);
+    id[at + "items"] = std::to_string(counts[i]);
+  }
+  id["pack.context"] = std::to_string(o.pack.context);
+  id["pack.pad_to_context"] = flag(o.pack.pad_to_context);
+  id["rows"] = std::to_string(o.rows);
+  id["utterance_group"] = std::to_string(o.utterance_group);
+  id["repeat"] = flag(o.repeat);
+  const InterleaveOptions& in = o.interleave;
+  id["interleave.text_words_min"] = std::to_string(in.text_words_min);
+  id["interleave.text_words_max"] = std::to_string(in.text_words_max);
+  id["interleave.speech_words_min"] = std::to_string(in.speech_words_min);
+  id["interleave.speech_words_max"] = std::to_string(in.speech_words_max);
+  id["interleave.first"] = first_name(in.first);
+  id["interleave.frame_rate"] = exact(in.frame_rate);
+  id["interleave.end_tolerance"] = exact(in.end_tolerance);
+  return id;
+}
+
+/// 16 hex digits of an FNV-1a hash of the "key=value" lines, finished with splitmix64.
+std::string fingerprint_of(const std::map<std::string, std::string>& identity) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto feed = [&](const std::string& text) {
+    for (const unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
+    h = (h ^ 0x0a) * 0x100000001b3ull;  // a separator no key or value ends with
+  };
+  for (const auto& [key, value] : identity) feed(key + "=" + value);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(ld::mix64(h)));
+  return hex;
+}
+
+/// "sources[1].items: 40 then, 41 now; pack.context: 128 then, 256 now" (every key that differs).
+std::string identity_changes(const std::map<std::string, std::string>& saved,
+                             const std::map<std::string, std::string>& now) {
+  std::map<std::string, std::pair<std::string, std::string>> keys;
+  for (const auto& [k, v] : saved) keys[k].first = v;
+  for (const auto& [k, v] : now) keys[k].second = v;
+  std::string out;
+  for (const auto& [k, v] : keys) {
+    if (saved.count(k) && now.count(k) && v.first == v.second) continue;
+    out += (out.empty() ? "" : "; ") + k + ": " +
+           (saved.count(k) ? "'" + v.first + "'" : "nothing") + " then, " +
+           (now.count(k) ? "'" + v.second + "'" : "nothing") + " now";
+  }
+  return out;
+}
+
+/// What a loader stamps on its cursors.
+struct Identity {
+  std::map<std::string, std::string> values;
+  std::string fingerprint;
+};
+
+LoaderCursor make_cursor(const LoaderOptions& o, const Identity& id, const DrawState& s,
+                         int64_t skip_parts) {
   LoaderCursor c;
   c.sources = s.sources;
   c.draws = s.draws;
@@ -208,6 +312,8 @@ LoaderCursor make_cursor(const LoaderOptions& o, const DrawState& s, int64_t ski
   c.seed = o.seed;
   c.rank = o.rank;
   c.world_size = o.world_size;
+  c.fingerprint = id.fingerprint;
+  c.identity = id.values;
   return c;
 }
 
@@ -258,10 +364,12 @@ void LoaderOptions::validate() const { check_options(*this, FieldNames{}); }
 
 // ---- LoaderCursor -------------------------------------------------------------------------------
 
+constexpr int kCursorVersion = 2;
+
 std::string LoaderCursor::to_json() const {
   json j;
   j["format"] = "salad-loader-cursor";
-  j["version"] = 1;
+  j["version"] = kCursorVersion;
   j["seed"] = seed;
   j["rank"] = rank;
   j["world_size"] = world_size;
@@ -270,6 +378,8 @@ std::string LoaderCursor::to_json() const {
   j["sources"] = json::array();
   for (const SourceCursor& s : sources)
     j["sources"].push_back({{"epoch", s.epoch}, {"index", s.index}});
+  j["fingerprint"] = fingerprint;
+  j["identity"] = identity;
   return j.dump();
 }
 
@@ -281,37 +391,65 @@ LoaderCursor LoaderCursor::from_json(const std::string& text, const std::string&
   } catch (const json::parse_error& e) {
     fail(std::string("not valid JSON: ") + e.what());
   }
-  if (!j.is_object()) fail("expected a JSON object");
-  if (j.value("format", std::string()) != "salad-loader-cursor") {
-    fail("expected \"format\": \"salad-loader-cursor\"");
+  if (!j.is_object()) fail("expected a JSON object, found " + std::string(j.type_name()));
+  auto found = [](const json& o, const char* key) {
+    return o.contains(key) ? o.at(key).dump().substr(0, 80) : std::string("nothing");
+  };
+  if (!j.contains("format") || !j.at("format").is_string() ||
+      j.at("format").get<std::string>() != "salad-loader-cursor") {
+    fail("expected \"format\": \"salad-loader-cursor\", found " + found(j, "format"));
+  }
+  if (!j.contains("version") || !j.at("version").is_number_integer()) {
+    fail("\"version\": expected an integer, found " + found(j, "version"));
+  }
+  if (j.at("version") != kCursorVersion) {
+    fail("version " + j.at("version").dump() + " is not supported: this build reads version " +
+         std::to_string(kCursorVersion) +
+         " only (version 1 has no data fingerprint; resume without the data cursor to start the "
+         "data stream afresh)");
   }
   auto integer = [&](const json& o, const char* key, const std::string& at) -> int64_t {
-    if (!o.contains(key) || !o[key].is_number_integer()) {
-      fail(at + "\"" + key + "\": expected an integer, found " +
-           (o.contains(key) ? o[key].dump() : "nothing"));
+    if (!o.contains(key) || !o.at(key).is_number_integer()) {
+      fail(at + "\"" + key + "\": expected an integer, found " + found(o, key));
     }
-    const int64_t v = o[key].get<int64_t>();
+    if (o.at(key).is_number_unsigned() && o.at(key).get<uint64_t>() > INT64_MAX) {
+      fail(at + "\"" + key + "\": out of range, found " + o.at(key).dump());
+    }
+    const int64_t v = o.at(key).get<int64_t>();
     if (v < 0) fail(at + "\"" + key + "\": expected >= 0, found " + std::to_string(v));
     return v;
   };
   LoaderCursor c;
-  if (!j.contains("seed") || !j["seed"].is_number_integer()) {
-    fail("\"seed\": expected an unsigned integer");
+  if (!j.contains("seed") || !j.at("seed").is_number_unsigned()) {
+    fail("\"seed\": expected an unsigned integer, found " + found(j, "seed"));
   }
-  c.seed = j["seed"].is_number_unsigned() ? j["seed"].get<uint64_t>()
-                                          : static_cast<uint64_t>(j["seed"].get<int64_t>());
+  c.seed = j.at("seed").get<uint64_t>();
   c.rank = integer(j, "rank", "");
   c.world_size = integer(j, "world_size", "");
   c.draws = integer(j, "draws", "");
   c.skip_parts = integer(j, "skip_parts", "");
-  if (!j.contains("sources") || !j["sources"].is_array()) {
-    fail("\"sources\": expected a list of {epoch, index}");
+  if (!j.contains("sources") || !j.at("sources").is_array()) {
+    fail("\"sources\": expected a list of {epoch, index}, found " + found(j, "sources"));
   }
-  for (size_t i = 0; i < j["sources"].size(); ++i) {
-    const json& s = j["sources"][i];
+  const json& sources = j.at("sources");
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const json& s = sources.at(i);
     const std::string at = "sources[" + std::to_string(i) + "].";
     if (!s.is_object()) fail(at.substr(0, at.size() - 1) + ": expected {epoch, index}");
     c.sources.push_back({integer(s, "epoch", at), integer(s, "index", at)});
+  }
+  if (!j.contains("fingerprint") || !j.at("fingerprint").is_string()) {
+    fail("\"fingerprint\": expected a string, found " + found(j, "fingerprint"));
+  }
+  c.fingerprint = j.at("fingerprint").get<std::string>();
+  if (!j.contains("identity") || !j.at("identity").is_object()) {
+    fail("\"identity\": expected an object of strings, found " + found(j, "identity"));
+  }
+  for (const auto& [key, value] : j.at("identity").items()) {
+    if (!value.is_string()) {
+      fail("\"identity\".\"" + key + "\": expected a string, found " + value.dump());
+    }
+    c.identity[key] = value.get<std::string>();
   }
   return c;
 }
@@ -324,7 +462,7 @@ bool LoaderCursor::operator==(const LoaderCursor& o) const {
     }
   }
   return draws == o.draws && skip_parts == o.skip_parts && seed == o.seed && rank == o.rank &&
-         world_size == o.world_size;
+         world_size == o.world_size && fingerprint == o.fingerprint && identity == o.identity;
 }
 
 // ---- Loader -------------------------------------------------------------------------------------
@@ -349,9 +487,10 @@ struct Loader::State {
   };
 
   State(const LoaderOptions& opts, std::vector<std::unique_ptr<ld::Source>> srcs, DrawState start,
-        int64_t skip_parts)
+        int64_t skip_parts, Identity id)
       : o(opts),
         sources(std::move(srcs)),
+        identity(std::move(id)),
         drawer(opts, item_counts(sources), std::move(start)),
         first_skip_parts(skip_parts),
         ring(static_cast<size_t>(std::max<int64_t>(4 * o.workers, 16))) {
@@ -360,12 +499,14 @@ struct Loader::State {
     build.interleave = &o.interleave;
     build.context = o.pack.context;
     build.feature_dim = o.pack.feature_dim;
+    build.codes = o.pack.codes;
     for (size_t i = 0; i < sources.size(); ++i) {
       names += (names.empty() ? "data sources '" : ", '") + sources[i]->spec().name + "'";
-      total_share += drawer.share(i);
+      shares.push_back(drawer.share(i));
+      total_share += shares.back();
       read_skips.merge(sources[i]->read_skips());
     }
-    last_cursor = make_cursor(o, drawer.state(), skip_parts);
+    last_cursor = make_cursor(o, identity, drawer.state(), skip_parts);
   }
 
   static std::vector<int64_t> item_counts(const std::vector<std::unique_ptr<ld::Source>>& s) {
@@ -378,10 +519,12 @@ struct Loader::State {
   ~State() { shutdown(); }
 
   void start() {
-    for (int64_t i = 0; i < o.workers; ++i) threads.emplace_back([this] {
-      use_one_op_thread_here();
-      worker_loop();
-    });
+    for (int64_t i = 0; i < o.workers; ++i) {
+      threads.emplace_back([this] {
+        use_one_op_thread_here();
+        worker_loop();
+      });
+    }
     threads.emplace_back([this] {
       use_one_op_thread_here();
       pack_loop();
@@ -499,6 +642,7 @@ struct Loader::State {
     bool first = true;
     int64_t items_seen = 0;
     int64_t skipped_in_a_row = 0;
+    std::vector<EpochTally> epochs(sources.size());
     double waited = 0;  // for room in the queue (not busy time)
 
     auto emit = [&](std::vector<std::vector<Document>> rows, LoaderCursor cursor) {
@@ -532,11 +676,13 @@ struct Loader::State {
         rows.erase(
             std::remove_if(rows.begin(), rows.end(), [](const auto& x) { return x.empty(); }),
             rows.end());
-        if (!rows.empty() && !emit(std::move(rows), make_cursor(o, r.draw.before, 0))) return;
+        if (!rows.empty() && !emit(std::move(rows), make_cursor(o, identity, r.draw.before, 0))) {
+          return;
+        }
         add_busy(seconds_since(t0) - waited);
         Ready end;
         end.kind = Ready::kEnd;
-        end.cursor = make_cursor(o, r.draw.before, 0);
+        end.cursor = make_cursor(o, identity, r.draw.before, 0);
         push(std::move(end));
         return;
       }
@@ -544,10 +690,14 @@ struct Loader::State {
       ++items_seen;
       ld::BuiltItem& b = r.built;
       int64_t added = 0;
+      EpochTally& epoch = epochs[static_cast<size_t>(r.draw.source)];
+      ++epoch.items;
       if (!b.skip_reason.empty()) {
         stats.skipped.record(b.skip_reason, b.where, b.message);
+        ++epoch.skipped[b.skip_reason];
         ++skipped_in_a_row;
       } else {
+        ++epoch.usable;
         skipped_in_a_row = 0;
         const size_t start =
             first ? std::min(static_cast<size_t>(first_skip_parts), b.parts.size()) : 0;
@@ -561,9 +711,9 @@ struct Loader::State {
           for (const auto& row : rows) {
             for (size_t i = 0; i < row.size(); ++i) pending.pop_front();
           }
-          LoaderCursor cursor = pending.empty()
-                                    ? make_cursor(o, r.draw.after, 0)
-                                    : make_cursor(o, *pending.front().before, pending.front().part);
+          const Pending* oldest = pending.empty() ? nullptr : &pending.front();
+          LoaderCursor cursor = oldest ? make_cursor(o, identity, *oldest->before, oldest->part)
+                                       : make_cursor(o, identity, r.draw.after, 0);
           if (!emit(std::move(rows), std::move(cursor))) return;
         }
       }
@@ -575,7 +725,12 @@ struct Loader::State {
         stats.documents_split += b.split ? 1 : 0;
         stats.produce_seconds += r.seconds + seconds_since(t0) - waited;
       }
-      if (items_seen >= kSkipCheckFrom || r.draw.epoch_end) check_skips(items_seen);
+      if (r.draw.epoch_end) {
+        check_epoch(r.draw, epoch);
+        epoch = EpochTally{};
+      }
+      // The end of a non-repeating pass is checked when the drawer reports it (kEnd above).
+      if (items_seen >= kSkipCheckFrom) check_skips(items_seen);
       if (skipped_in_a_row > 2 * total_share + kSkipCheckFrom) {
         throw DataError(names + ": no usable item among the last " +
                         std::to_string(skipped_in_a_row) + " drawn (" + stats.skipped.summary() +
@@ -588,12 +743,39 @@ struct Loader::State {
     stats.skipped.check(items_seen, o.max_skip_fraction, names);
   }
 
+  /// One source's items in its current epoch (or pass), as the packer saw them.
+  struct EpochTally {
+    int64_t items = 0;
+    int64_t usable = 0;
+    std::map<std::string, int64_t> skipped;  ///< per reason
+  };
+
+  /// A source whose whole epoch gave nothing is broken (all features missing, a wrong corpus
+  /// format); with clean sources beside it the fraction may never reach the threshold. Only a
+  /// whole epoch counts: a loader resumed in the middle of one has not seen its beginning.
+  void check_epoch(const Draw& d, const EpochTally& t) const {
+    const auto s = static_cast<size_t>(d.source);
+    if (t.usable > 0 || t.items < shares[s]) return;
+    std::string reasons;
+    for (const auto& [reason, n] : t.skipped) {
+      reasons += (reasons.empty() ? "" : ", ") + reason + ": " + std::to_string(n);
+    }
+    const SourceSpec& spec = sources[s]->spec();
+    throw DataError("data source '" + spec.name + "' (" + spec.path.string() + "): none of the " +
+                    std::to_string(t.items) + " items of its " +
+                    (o.repeat ? "epoch " + std::to_string(d.epoch) : std::string("pass")) +
+                    " for rank " + std::to_string(o.rank) + " was usable (" + reasons +
+                    "); see the warnings above for the first of them");
+  }
+
   static constexpr int64_t kSkipCheckFrom = 200;
 
   const LoaderOptions& o;
   std::vector<std::unique_ptr<ld::Source>> sources;
+  Identity identity;  // stamped on every cursor
   ld::BuildContext build;
   std::string names;
+  std::vector<int64_t> shares;  // items of each source per epoch for this rank
   int64_t total_share = 0;
 
   std::mutex mu;                     // guards everything below
@@ -621,15 +803,21 @@ Loader::Loader(LoaderOptions o, const LoaderCursor& start) : o_(std::move(o)) {
   for (const SourceSpec& spec : o_.sources) {
     sources.push_back(ld::Source::open(spec, o_.utterance_group, o_.max_skip_fraction));
   }
+  const std::vector<int64_t> counts = State::item_counts(sources);
+  Identity identity;
+  identity.values = data_identity(o_, counts);
+  identity.fingerprint = fingerprint_of(identity.values);
   // The draw state to start from: the beginning, or a checkpoint's cursor made by a loader
-  // with the same identity (another seed, rank or source list would visit other items).
+  // with the same identity (another seed, rank, source list, item count or packing would visit
+  // or build other items).
   DrawState state;
   state.sources.resize(o_.sources.size());
   if (!start.sources.empty()) {
-    auto differs = [](const std::string& what, const std::string& saved, const std::string& now) {
+    const std::string hint =
+        " (resume with the same data sources, data.* options, run.seed and ranks)";
+    auto differs = [&](const std::string& what, const std::string& saved, const std::string& now) {
       throw CheckpointError("data loader cursor was made with " + what + " " + saved +
-                            " but this run has " + what + " " + now +
-                            " (resume with the same data.train sources, run.seed and ranks)");
+                            " but this run has " + what + " " + now + hint);
     };
     if (start.sources.size() != o_.sources.size()) {
       differs("number of data sources", std::to_string(start.sources.size()),
@@ -640,11 +828,19 @@ Loader::Loader(LoaderOptions o, const LoaderCursor& start) : o_(std::move(o)) {
     if (start.world_size != o_.world_size) {
       differs("world size", std::to_string(start.world_size), std::to_string(o_.world_size));
     }
+    if (start.fingerprint != identity.fingerprint) {
+      std::string changes = identity_changes(start.identity, identity.values);
+      if (changes.empty()) changes = "the saved cursor does not list its values";
+      throw CheckpointError(
+          "data loader cursor: the data sources or loader options changed since the cursor was "
+          "saved: " +
+          changes + " (fingerprint " + (start.fingerprint.empty() ? "none" : start.fingerprint) +
+          " then, " + identity.fingerprint + " now)" + hint);
+    }
     state.sources = start.sources;
     state.draws = start.draws;
   }
   {
-    const std::vector<int64_t> counts = State::item_counts(sources);
     Drawer probe(o_, counts, state);
     for (size_t i = 0; i < sources.size(); ++i) {
       const SourceSpec& spec = o_.sources[i];
@@ -672,7 +868,7 @@ Loader::Loader(LoaderOptions o, const LoaderCursor& start) : o_(std::move(o)) {
     throw CheckpointError("data loader cursor has negative draws or skip_parts");
   }
   s_ = std::make_unique<State>(o_, std::move(sources), std::move(state),
-                               start.sources.empty() ? 0 : start.skip_parts);
+                               start.sources.empty() ? 0 : start.skip_parts, std::move(identity));
   s_->start();
 }
 

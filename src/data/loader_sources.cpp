@@ -1,9 +1,18 @@
+// The private half of data::Loader (see loader_sources.h): splitmix64/mt19937_64-based hashing
+// and permutations that give the same data order on every standard library; the text corpus
+// reader (line offsets only, pread from any thread); and the sources: opening a speech manifest
+// (grouping untimed utterances of a speaker into items) or indexing a text corpus, and building
+// one item's documents split to the context. Bad data (a FeatureFn that throws, features of the
+// wrong shape or dtype, a line that does not parse, an unusable transcript) becomes a counted
+// skip; anything else that throws is a bug and propagates to Loader::next().
 #include "data/loader_sources.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -141,6 +150,28 @@ BuiltItem finish(F&& make_document, const std::string& source, const std::string
   return b;
 }
 
+std::string shape_of(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "] " + std::string(c10::toString(t.scalar_type()));
+}
+
+/// Why a FeatureFn's tensor cannot go into a batch ("" when it can): make_batch needs every
+/// segment [F >= 1, feature_dim] of one dtype kind, and one bad utterance must be a skip, not a
+/// DataError in the packer that ends the run.
+std::string check_features(const at::Tensor& f, const BuildContext& c) {
+  const std::string want = "expected features [frames >= 1, " + std::to_string(c.feature_dim) +
+                           "] of " + (c.codes ? "integer codes" : "floating point") + ", found ";
+  if (!f.defined()) return want + "no tensor";
+  const bool ok_dtype = c.codes ? at::isIntegralType(f.scalar_type(), /*includeBool=*/false)
+                                : at::isFloatingType(f.scalar_type());
+  if (f.dim() != 2 || f.size(0) < 1 || f.size(1) < 1 || !ok_dtype ||
+      (c.feature_dim > 0 && f.size(1) != c.feature_dim)) {
+    return want + shape_of(f);
+  }
+  return "";
+}
+
 }  // namespace
 
 // ---- Sources -----------------------------------------------------------------------------------
@@ -250,22 +281,18 @@ BuiltItem Source::build_speech(int64_t item, std::mt19937_64& rng, const BuildCo
   for (int64_t i = begin; i < end; ++i) {
     const Utterance& u = utts[static_cast<size_t>(i)];
     at::Tensor f;
+    // A FeatureFn is user code (a cache lookup, an encoder): whatever it throws, from a
+    // salad::Error to a c10::Error of a bad reshape, is this utterance's problem, not the run's.
     try {
       f = (*c.features)(u);
-    } catch (const Error& e) {
+    } catch (const c10::Error& e) {
+      return skipped("missing features", u.where,
+                     "utterance '" + u.id + "': " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
       return skipped("missing features", u.where, "utterance '" + u.id + "': " + e.what());
     }
-    if (!f.defined() || f.dim() != 2 || f.size(0) < 1 ||
-        (c.feature_dim > 0 && f.size(1) != c.feature_dim)) {
-      std::string found = f.defined() ? "shape [" : "no tensor";
-      if (f.defined()) {
-        for (int64_t d = 0; d < f.dim(); ++d) found += (d ? ", " : "") + std::to_string(f.size(d));
-        found += "]";
-      }
-      return skipped("bad features", u.where,
-                     "utterance '" + u.id + "': expected features [frames >= 1, " +
-                         (c.feature_dim > 0 ? std::to_string(c.feature_dim) : "dim") + "], found " +
-                         found);
+    if (std::string bad = check_features(f, c); !bad.empty()) {
+      return skipped("bad features", u.where, "utterance '" + u.id + "': " + bad);
     }
     group.push_back(&u);
     features.push_back(std::move(f));

@@ -48,7 +48,8 @@ struct BuildContext {
   const FeatureFn* features = nullptr;
   const InterleaveOptions* interleave = nullptr;
   int64_t context = 0;
-  int64_t feature_dim = 0;  ///< 0: any width
+  int64_t feature_dim = 0;  ///< De of every utterance's features (> 0 when a speech source exists)
+  bool codes = false;       ///< features are integer codes (else floating point)
 };
 
 /// The documents of one item, or why it was skipped.
@@ -79,8 +80,10 @@ class Source {
   /// Lines skipped while reading (manifest lines that do not parse); empty for text corpora,
   /// whose bad lines are item skips.
   const SkipCounter& read_skips() const { return manifest_.skipped; }
-  /// The item's documents (built with `rng`) split to the context. Bad data becomes a skip;
-  /// anything else that throws (a bug) propagates.
+  /// The item's documents (built with `rng`) split to the context. Bad data becomes a skip:
+  /// anything the FeatureFn throws ("missing features"), a features tensor that is not
+  /// [F >= 1, feature_dim] of the expected dtype ("bad features"), BadItem / DataError from the
+  /// document builders. Anything else that throws (a bug) propagates.
   BuiltItem build(int64_t item, std::mt19937_64& rng, const BuildContext& c) const;
 
  private:

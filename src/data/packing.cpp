@@ -59,19 +59,28 @@ Batch make_batch(const std::vector<std::vector<Document>>& rows, const PackOptio
   for (int64_t r = 0; r < B; ++r) {
     int64_t length = 0, teacher = 0;
     for (const Document& d : rows[r]) {
-      const int64_t n = d.student_length();
-      if (n > o.context) {
+      const int64_t n = d.student_length(), nt = d.teacher_length();
+      if (n > o.context || nt > o.context) {
         throw DataError("make_batch: row " + std::to_string(r) + ": document '" + d.name +
-                        "' needs " + std::to_string(n) + " positions, more than the context (" +
-                        std::to_string(o.context) + "); split_to_context() it first");
+                        "' needs " + std::to_string(n) + " positions and " + std::to_string(nt) +
+                        " teacher positions, more than the context (" + std::to_string(o.context) +
+                        "); split_to_context() it first");
       }
       length += n;
-      teacher += d.teacher_length();
+      teacher += nt;
       for (const Segment& s : d.segments) {
         if (s.modality != Modality::kSpeech) continue;
         if (!s.features.defined() || s.features.dim() != 2 || s.features.size(0) < 1) {
           throw DataError("make_batch: row " + std::to_string(r) + ": document '" + d.name +
                           "' has a speech segment without [F >= 1, De] features");
+        }
+        // Copying float features into the int64 codes tensor would truncate them silently.
+        const bool integral = at::isIntegralType(s.features.scalar_type(), /*includeBool=*/false);
+        if (o.codes ? !integral : !at::isFloatingType(s.features.scalar_type())) {
+          throw DataError("make_batch: row " + std::to_string(r) + ": document '" + d.name +
+                          "' has speech features of dtype " +
+                          std::string(c10::toString(s.features.scalar_type())) + ", expected " +
+                          (o.codes ? "integer codes (encoder.output=codes)" : "floating point"));
         }
         if (De < 0) De = s.features.size(1);
         if (s.features.size(1) != De || (o.feature_dim > 0 && De != o.feature_dim)) {
@@ -83,11 +92,12 @@ Batch make_batch(const std::vector<std::vector<Document>>& rows, const PackOptio
         F = std::max(F, s.features.size(0));
       }
     }
-    if (length > o.context) {
+    if (length > o.context || teacher > o.context) {
       std::string names;
       for (const Document& d : rows[r]) names += (names.empty() ? "" : ", ") + d.name;
       throw DataError("make_batch: row " + std::to_string(r) + " holds " + std::to_string(length) +
-                      " positions, more than the context (" + std::to_string(o.context) +
+                      " positions and " + std::to_string(teacher) +
+                      " teacher positions, more than the context (" + std::to_string(o.context) +
                       "): " + names);
     }
     longest = std::max(longest, length);
@@ -95,7 +105,7 @@ Batch make_batch(const std::vector<std::vector<Document>>& rows, const PackOptio
   }
   if (De < 0) De = std::max<int64_t>(o.feature_dim, 0);
   const int64_t T = std::max<int64_t>(o.pad_to_context ? o.context : longest, 1);
-  const int64_t Tt = std::max<int64_t>(longest_teacher, 1);
+  const int64_t Tt = std::max<int64_t>(o.pad_to_context ? o.context : longest_teacher, 1);
 
   Batch batch;
   Rows student(B, T), teacher(B, Tt);
@@ -187,22 +197,26 @@ RowPacker::RowPacker(int64_t context, int64_t rows_per_batch)
 }
 
 bool RowPacker::fits(const Document& d) const {
-  return rows_.back().empty() || open_length_ + d.student_length() <= context_;
+  return rows_.back().empty() || (open_length_ + d.student_length() <= context_ &&
+                                  open_teacher_length_ + d.teacher_length() <= context_);
 }
 
 void RowPacker::add(Document d) {
-  const int64_t n = d.student_length();
-  if (n > context_) {
+  const int64_t n = d.student_length(), nt = d.teacher_length();
+  if (n > context_ || nt > context_) {
     throw DataError("RowPacker: document '" + d.name + "' needs " + std::to_string(n) +
-                    " positions, more than the context (" + std::to_string(context_) +
+                    " positions and " + std::to_string(nt) +
+                    " teacher positions, more than the context (" + std::to_string(context_) +
                     "); split_to_context() it first");
   }
   if (!fits(d)) {
     rows_.emplace_back();
     open_length_ = 0;
+    open_teacher_length_ = 0;
   }
   rows_.back().push_back(std::move(d));
   open_length_ += n;
+  open_teacher_length_ += nt;
 }
 
 std::vector<std::vector<Document>> RowPacker::take() {
@@ -221,6 +235,7 @@ std::vector<std::vector<Document>> RowPacker::flush() {
   if (out.back().empty()) out.pop_back();
   rows_.assign(1, {});
   open_length_ = 0;
+  open_teacher_length_ = 0;
   return out;
 }
 

@@ -67,9 +67,9 @@ void AdapterOptions::validate() const {
 int64_t AdapterOptions::parameter_count() const {
   const int64_t Da = hidden_size, Dh = hidden_size / num_heads;
   const int64_t kv = num_kv_heads * Dh;
-  const int64_t per_layer = 2 * Da                    // two RMSNorms
-                            + Da * Da + 2 * Da * kv   // q, k, v
-                            + Da * Da                 // o
+  const int64_t per_layer = 2 * Da                   // two RMSNorms
+                            + Da * Da + 2 * Da * kv  // q, k, v
+                            + Da * Da                // o
                             + 3 * Da * intermediate_size;
   const int64_t in = codes ? input_dim * codebook_size * Da : input_dim * Da + Da;
   const int64_t out = Da * output_dim + output_dim;
@@ -100,8 +100,8 @@ AdapterImpl::AdapterImpl(const AdapterOptions& o) : o_(o) {
       code_embeddings->push_back(torch::nn::Embedding(o_.codebook_size, o_.hidden_size));
     }
   } else {
-    in_proj = register_module("in_proj",
-                              torch::nn::Linear(LinearOptions(o_.input_dim, o_.hidden_size)));
+    in_proj =
+        register_module("in_proj", torch::nn::Linear(LinearOptions(o_.input_dim, o_.hidden_size)));
   }
   BlockOptions bo;
   bo.attention.hidden_size = o_.hidden_size;
@@ -114,8 +114,8 @@ AdapterImpl::AdapterImpl(const AdapterOptions& o) : o_(o) {
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < o_.num_layers; ++i) layers->push_back(DecoderBlock(bo));
   norm = register_module("norm", RMSNorm(o_.hidden_size, o_.rms_norm_eps));
-  out_proj = register_module("out_proj",
-                             torch::nn::Linear(LinearOptions(o_.hidden_size, o_.output_dim)));
+  out_proj =
+      register_module("out_proj", torch::nn::Linear(LinearOptions(o_.hidden_size, o_.output_dim)));
   speech_start = register_parameter("speech_start", torch::zeros({o_.output_dim}));
   speech_end = register_parameter("speech_end", torch::zeros({o_.output_dim}));
 
@@ -137,13 +137,34 @@ at::Tensor AdapterImpl::forward(const at::Tensor& features, const at::Tensor& le
                     "], found " + c10::str(features.sizes()));
   }
   if (lengths.dim() != 1 || lengths.size(0) != features.size(0)) {
-    throw DataError("adapter: lengths must be [" + std::to_string(features.size(0)) +
-                    "], found " + c10::str(lengths.sizes()));
+    throw DataError("adapter: lengths must be [" + std::to_string(features.size(0)) + "], found " +
+                    c10::str(lengths.sizes()));
   }
   const int64_t S = features.size(0), F = features.size(1);
+  if (S > 0) {
+    // One host sync per call; a bad length or code would otherwise surface as an index error
+    // deep inside attention or an embedding.
+    const auto [lo, hi] = at::aminmax(lengths);
+    if (lo.item<int64_t>() < 1 || hi.item<int64_t>() > F) {
+      throw DataError("adapter: segment lengths must be in [1, " + std::to_string(F) +
+                      "], found [" + std::to_string(lo.item<int64_t>()) + ", " +
+                      std::to_string(hi.item<int64_t>()) + "]");
+    }
+    if (o_.codes && features.scalar_type() == at::kLong && F > 0) {
+      const auto [cmin, cmax] = at::aminmax(features);
+      if (cmin.item<int64_t>() < 0 || cmax.item<int64_t>() >= o_.codebook_size) {
+        throw DataError("adapter: codes must be in [0, adapter.codebook_size = " +
+                        std::to_string(o_.codebook_size) + "), found [" +
+                        std::to_string(cmin.item<int64_t>()) + ", " +
+                        std::to_string(cmax.item<int64_t>()) +
+                        "] (was the feature cache made with another codebook size?)");
+      }
+    }
+  }
   const auto device = out_proj->weight.device();
   const auto dtype = out_proj->weight.scalar_type();
-  if (S == 0 || F == 0) return at::zeros({S, F, o_.output_dim}, at::TensorOptions().dtype(dtype).device(device));
+  if (S == 0 || F == 0)
+    return at::zeros({S, F, o_.output_dim}, at::TensorOptions().dtype(dtype).device(device));
   at::Tensor h;
   if (o_.codes) {
     if (features.scalar_type() != at::kLong) {
@@ -160,8 +181,8 @@ at::Tensor AdapterImpl::forward(const at::Tensor& features, const at::Tensor& le
     h = in_proj(features.to(device, dtype));  // [S, F, Da]
   }
   const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
-  const at::Tensor pos = at::arange(F, long_opts).unsqueeze(0).expand({S, F});     // [S, F]
-  const at::Tensor mask = pos < lengths.to(device).unsqueeze(1);                    // [S, F]
+  const at::Tensor pos = at::arange(F, long_opts).unsqueeze(0).expand({S, F});  // [S, F]
+  const at::Tensor mask = pos < lengths.to(device).unsqueeze(1);                // [S, F]
   const Rotary rot = rotary_embedding(pos, o_.hidden_size / o_.num_heads, o_.rope_theta, dtype);
   const at::Tensor allowed = attention_allowed(S, F, mask, {}, device, o_.causal);  // [S,1,F,F]
   for (const auto& layer : *layers) {

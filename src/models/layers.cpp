@@ -46,12 +46,11 @@ at::Tensor apply_rotary(const at::Tensor& x, const Rotary& rot) {
 }
 
 at::Tensor attention_allowed(int64_t batch, int64_t length, const at::Tensor& attention_mask,
-                             const at::Tensor& document_ids, c10::Device device,
-                             bool causal) {
+                             const at::Tensor& document_ids, c10::Device device, bool causal) {
   const auto opts = at::TensorOptions().device(device);
   at::Tensor allowed = at::ones({length, length}, opts.dtype(at::kBool));  // [T, T]
   if (causal) allowed = allowed.tril();
-  allowed = allowed.unsqueeze(0).expand({batch, length, length});                 // [B, T, T]
+  allowed = allowed.unsqueeze(0).expand({batch, length, length});  // [B, T, T]
   if (attention_mask.defined()) {
     allowed = allowed & attention_mask.to(device).to(at::kBool).unsqueeze(1);  // keys
   }

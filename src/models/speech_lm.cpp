@@ -54,6 +54,11 @@ SpeechLM::SpeechLM(Qwen2 student, Adapter adapter, Qwen2 teacher)
                       " but the decoder's hidden_size is " + std::to_string(width));
   }
   if (has_teacher()) {
+    if (teacher_.ptr() == student_.ptr()) {
+      throw ConfigError(
+          "SpeechLM: the teacher is the same module as the student (freezing it would freeze "
+          "the student); give the teacher its own copy of the original weights");
+    }
     if (teacher_->options().vocab_size != student_->options().vocab_size) {
       throw ConfigError("SpeechLM: teacher vocabulary " +
                         std::to_string(teacher_->options().vocab_size) + " != student's " +
@@ -79,7 +84,7 @@ at::Tensor SpeechLM::student_embeddings(const data::Batch& batch) {
     const at::Tensor out = adapter_->forward(sp.features, lengths).to(flat.scalar_type());
     const int64_t S = out.size(0), F = out.size(1);
     const at::Tensor valid =
-        at::arange(F, lengths.options()).unsqueeze(0) < lengths.unsqueeze(1);  // [S, F]
+        at::arange(F, lengths.options()).unsqueeze(0) < lengths.unsqueeze(1);        // [S, F]
     const at::Tensor frames = out.reshape({S * F, D}).index({valid.reshape({-1})});  // [sum, D]
     const at::Tensor slots = sp.slots.to(dev);
     if (slots.numel() != frames.size(0)) {
@@ -91,8 +96,10 @@ at::Tensor SpeechLM::student_embeddings(const data::Batch& batch) {
   }
   const at::Tensor kinds = batch.kinds.to(dev).reshape({B * T, 1});  // [B*T, 1]
   const auto& a = adapter_;
-  flat = at::where(kinds == static_cast<int64_t>(data::kSpeechStart), a->speech_start.to(flat.scalar_type()), flat);
-  flat = at::where(kinds == static_cast<int64_t>(data::kSpeechEnd), a->speech_end.to(flat.scalar_type()), flat);
+  flat = at::where(kinds == static_cast<int64_t>(data::kSpeechStart),
+                   a->speech_start.to(flat.scalar_type()), flat);
+  flat = at::where(kinds == static_cast<int64_t>(data::kSpeechEnd),
+                   a->speech_end.to(flat.scalar_type()), flat);
   return flat.view({B, T, D});  // [B, T, D]
 }
 

@@ -580,5 +580,49 @@ TEST(DocumentTest, SplitToContextCutsAtSegmentAndTokenBoundaries) {
                   {"ls/long", "7 positions", "(6)"});
 }
 
+TEST(DocumentTest, SplitToContextBoundsTheTeacherToo) {
+  using test_util::speech_segment;
+  using test_util::text_segment;
+  // Speech segments of 6 tokens over 1 frame: 3 student positions, 6 teacher positions. Student
+  // 3 + 3 + 3 = 9, teacher 6 + 6 + 3 = 15.
+  const Document d = test_util::document(
+      "ls/dense", "ls",
+      {speech_segment({1, 2, 3, 4, 5, 6}, 1, 2, 100),
+       speech_segment({7, 8, 9, 10, 11, 12}, 1, 2, 200), text_segment({13, 14, 15})});
+  ASSERT_EQ(d.student_length(), 9);
+  ASSERT_EQ(d.teacher_length(), 15);
+  auto check = [&](const std::vector<Document>& parts, int64_t context) {
+    std::vector<int64_t> tokens;
+    for (size_t k = 0; k < parts.size(); ++k) {
+      EXPECT_EQ(parts[k].name, "ls/dense#" + std::to_string(k + 1));
+      EXPECT_LE(parts[k].student_length(), context) << k;
+      EXPECT_LE(parts[k].teacher_length(), context) << k;
+      EXPECT_GT(parts[k].teacher_length(), 0) << k;
+      const std::vector<int64_t> t = all_tokens(parts[k]);
+      tokens.insert(tokens.end(), t.begin(), t.end());
+    }
+    EXPECT_EQ(tokens, all_tokens(d));
+  };
+  // Context 10: the student side fits, the teacher's does not: [speech] [speech, text 3].
+  const std::vector<Document> parts = split_to_context(d, 10);
+  ASSERT_EQ(parts.size(), 2u);
+  check(parts, 10);
+  EXPECT_EQ(parts[0].segments.size(), 1u);
+  ASSERT_EQ(parts[1].segments.size(), 2u);
+  EXPECT_EQ(parts[1].teacher_length(), 9);
+  // Context 8: the text segment is cut where the teacher's room ends: [speech] [speech, text 2]
+  // [text 1].
+  const std::vector<Document> small = split_to_context(d, 8);
+  ASSERT_EQ(small.size(), 3u);
+  check(small, 8);
+  EXPECT_EQ(small[1].segments[1].tokens, (std::vector<int64_t>{13, 14}));
+  EXPECT_EQ(small[2].segments[0].tokens, (std::vector<int64_t>{15}));
+  // Fits on both sides: returned as is.
+  EXPECT_EQ(split_to_context(d, 15).size(), 1u);
+  // A speech segment with more tokens than the context cannot fit, whatever its frames.
+  expect_bad_item([&] { split_to_context(d, 5); }, "speech segment longer than context",
+                  {"ls/dense", "speech segment 0", "6 tokens", "(5)"});
+}
+
 }  // namespace
 }  // namespace salad::data

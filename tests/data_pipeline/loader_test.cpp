@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -23,6 +24,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kDim = 4;
 constexpr double kFps = 12.5;
+/// A seed with which, in SkipFractionIsCheckedFrom200ItemsAndAtTheEndOfAPass, the small source
+/// finishes its first epoch within the first 8 items drawn (found by trying seeds 0-59 with a
+/// check at every epoch end: 28 and 56 fail there).
+constexpr uint64_t kEarlyEpochSeed = 28;
 
 /// One token per whitespace-separated word (a stable hash), enough for packing tests.
 class WordTokenizer : public text::Tokenizer {
@@ -304,18 +309,26 @@ TEST(LoaderTest, CursorJsonRoundTripAndErrors) {
   c.seed = 0xfedcba9876543210ull;  // above INT64_MAX
   c.rank = 1;
   c.world_size = 4;
+  c.fingerprint = "0123456789abcdef";
+  c.identity = {{"pack.context", "128"}, {"sources[0].name", "speech"}};
   const LoaderCursor back = LoaderCursor::from_json(c.to_json(), "x");
   EXPECT_EQ(back, c);
   EXPECT_EQ(back.seed, c.seed);
+  EXPECT_EQ(back.fingerprint, c.fingerprint);
+  EXPECT_EQ(back.identity, c.identity);
   LoaderCursor d = back;
   d.sources[1].index = 4;
+  EXPECT_FALSE(d == c);
+  d = back;
+  d.fingerprint = "0123456789abcdee";
   EXPECT_FALSE(d == c);
   test::expect_error<CheckpointError>([] { LoaderCursor::from_json("{", "state.json"); },
                                       {"state.json", "not valid JSON"});
   test::expect_error<CheckpointError>(
       [] {
         LoaderCursor::from_json(
-            R"({"format": "salad-loader-cursor", "seed": 1, "rank": 0, "world_size": 1,)"
+            R"({"format": "salad-loader-cursor", "version": 2, "seed": 1, "rank": 0,)"
+            R"( "world_size": 1, "fingerprint": "", "identity": {},)"
             R"( "draws": 3, "skip_parts": 0, "sources": [{"epoch": 0, "index": "x"}]})",
             "state.json");
       },
@@ -494,13 +507,24 @@ TEST(LoaderTest, TooManySkipsRaiseDataErrorFromNext) {
   EXPECT_THROW(l.next(), DataError);
 }
 
+/// A tokenizer with a bug: building any document throws.
+class BrokenTokenizer : public WordTokenizer {
+ public:
+  std::vector<int64_t> encode(std::string_view) const override {
+    throw std::logic_error("tokenizer bug");
+  }
+};
+
 TEST(LoaderTest, BugInAWorkerReachesNext) {
+  // A bug in building documents is not bad data: it ends the run (a throwing FeatureFn is a
+  // skip, see ExceptionsFromTheFeatureFnAreMissingFeatures).
   const Fixture& f = fixture();
   LoaderOptions o = f.options(3);
-  o.features = [](const Utterance&) -> at::Tensor { throw std::logic_error("feature bug"); };
+  o.tokenizer = std::make_shared<BrokenTokenizer>();
   o.sources.pop_back();
   Loader l(o);
   EXPECT_THROW(l.next(), std::logic_error);
+  EXPECT_THROW(l.next(), std::logic_error);  // and it stays
 }
 
 TEST(LoaderTest, DestructorReturnsPromptlyWithAFullQueue) {
@@ -550,6 +574,11 @@ TEST(LoaderOptionsTest, ValidateNamesTheBadField) {
   o = f.options();
   o.sources.clear();
   test::expect_error<ConfigError>([&] { o.validate(); }, {"no data sources"});
+  o = f.options();
+  o.pack.feature_dim = 0;  // a speech source needs the width to check every utterance against
+  test::expect_error<ConfigError>([&] { o.validate(); }, {"pack.feature_dim must be >= 1"});
+  o.sources.erase(o.sources.begin());  // text only: no width needed
+  EXPECT_NO_THROW(o.validate());
 
   config::SaladConfig cfg;
   cfg.data.train = {{"ls", "speech", f.manifest, 2.0}, {"web", "text", f.corpus, -1.0}};
@@ -582,6 +611,327 @@ TEST(LoaderOptionsTest, ValidateNamesTheBadField) {
   EXPECT_FALSE(v.repeat);
   ASSERT_EQ(v.sources.size(), 1u);
   EXPECT_EQ(v.sources[0].name, "dev");
+}
+
+// ---- Skips and bad data -------------------------------------------------------------------
+
+/// A JSONL corpus of `lines` lines "w.. w.." whose lines in `bad` do not parse.
+void write_corpus(const fs::path& path, int64_t lines, const std::set<int64_t>& bad = {}) {
+  std::string t;
+  for (int64_t i = 0; i < lines; ++i) {
+    t += bad.count(i) ? "{broken\n"
+                      : "{\"id\": \"" + std::to_string(i) + "\", \"text\": \"" +
+                            words_text(2 + i % 3, i) + "\"}\n";
+  }
+  test::write_text(path, t);
+}
+
+LoaderOptions text_options(std::vector<SourceSpec> sources) {
+  LoaderOptions o;
+  o.sources = std::move(sources);
+  o.tokenizer = std::make_shared<WordTokenizer>();
+  o.pack.context = 32;
+  o.rows = 2;
+  o.max_skip_fraction = 0.05;
+  return o;
+}
+
+TEST(LoaderTest, SkipFractionIsCheckedFrom200ItemsAndAtTheEndOfAPass) {
+  test::TempDir d;
+  write_corpus(d / "small.jsonl", 4, {1});  // 1 bad line of 4
+  write_corpus(d / "big.jsonl", 5000);
+  // A single pass: the small source ends after 4 items (1 skip of 4 seen), but the whole pass
+  // is 1 skip in 5004 items: well under 5 %.
+  LoaderOptions o = text_options(
+      {{"small", "text", d / "small.jsonl", 1.0}, {"big", "text", d / "big.jsonl", 1.0}});
+  o.repeat = false;
+  {
+    Loader l(o);
+    const std::vector<Batch> all = take(l, 100000);
+    EXPECT_FALSE(l.next().has_value());
+    EXPECT_EQ(l.stats().items_seen, 5004);
+    EXPECT_EQ(l.stats().skipped.count("bad json"), 1);
+    EXPECT_EQ(names(all).size(), 5003u);
+  }
+  // Repeating: the small source weighs 1 in 12, so over time 1 item in 4 of 1/12 of the draws
+  // is ~2 % skipped; with this seed its first epoch ends within the first 8 items (1 skip in 8).
+  o.repeat = true;
+  o.sources[0].weight = 1.0;
+  o.sources[1].weight = 11.0;
+  o.seed = kEarlyEpochSeed;
+  {
+    Loader l(o);
+    const std::vector<Batch> got = take(l, 400);
+    ASSERT_EQ(got.size(), 400u);
+    const LoaderStats s = l.stats();
+    EXPECT_GE(s.items_seen, 1000);
+    EXPECT_GT(s.skipped.count("bad json"), 0);
+  }
+  // The end of a pass is still checked when fewer than 200 items were seen.
+  write_corpus(d / "bad.jsonl", 40, {3, 17, 29});  // 3 of 40 = 7.5 %
+  o = text_options({{"bad", "text", d / "bad.jsonl", 1.0}});
+  o.repeat = false;
+  Loader l(o);
+  test::expect_error<DataError>([&] { take(l, 1000); },
+                                {"'bad'", "bad json: 3", "of 40 items", "data.max_skip_fraction"});
+}
+
+TEST(LoaderTest, SourceWithoutAUsableItemInAnEpochIsADataError) {
+  // Every utterance's features are missing: with a clean source 20 times as heavy the skip
+  // fraction stays low, but the speech source would silently drop out of the mix.
+  const Fixture& f = fixture();
+  for (bool repeat : {true, false}) {
+    LoaderOptions o = f.options(2);
+    o.features = [](const Utterance& u) -> at::Tensor {
+      throw IoError("cache.bin: no features for '" + u.id + "'");
+    };
+    o.sources[0].weight = 0.05;
+    o.repeat = repeat;
+    o.max_skip_fraction = 1.0;
+    Loader l(o);
+    test::expect_error<DataError>(
+        [&] { take(l, 2000); },  // ~60 batches of text come before the error
+        {"data source 'speech'", f.manifest.string(), "none of the 34 items",
+         repeat ? "epoch 0" : "pass", "missing features: 34"});
+  }
+}
+
+TEST(LoaderTest, MalformedFeaturesAreSkippedNotFatal) {
+  const Fixture& f = fixture();
+  LoaderOptions o = f.options(2);
+  o.sources.pop_back();  // speech only
+  o.repeat = false;
+  o.max_skip_fraction = 1.0;
+  o.pack.codes = true;  // integer codes: a float tensor would be truncated by make_batch
+  const FeatureFn cached = o.features;
+  o.features = [cached](const Utterance& u) -> at::Tensor {
+    const at::Tensor codes = cached(u).to(at::kLong);                             // [F, kDim]
+    if (u.id == "u3") return torch::zeros({codes.size(0), kDim + 1}, at::kLong);  // wrong width
+    if (u.id == "u5") return codes.unsqueeze(0);                                  // 3-D
+    if (u.id == "u7" || u.id == "c1") return cached(u);                           // float
+    if (u.id == "u9") return torch::zeros({codes.size(0), 0}, at::kLong);         // no columns
+    if (u.id == "u13") return torch::zeros({codes.size(0), kDim}, at::kBool);     // not codes
+    return codes;
+  };
+  Loader l(o);
+  const std::vector<Batch> batches = take(l, 1000);
+  EXPECT_FALSE(l.next().has_value());
+  const LoaderStats s = l.stats();
+  EXPECT_EQ(s.items_seen, 34);
+  // u3, u5, u7, u9, u13 and the item c0+c1+c2.
+  EXPECT_EQ(s.skipped.count("bad features"), 6);
+  EXPECT_EQ(s.skipped.total(), 6);
+  std::set<std::string> seen;
+  for (const auto& n : names(batches)) seen.insert(n.substr(0, n.find('#')));
+  EXPECT_EQ(seen.size(), 28u);
+  EXPECT_EQ(seen.count("speech/u3") + seen.count("speech/c0+c1+c2"), 0u);
+  for (const Batch& b : batches) {
+    EXPECT_EQ(b.speech.features.scalar_type(), at::kLong);
+    EXPECT_EQ(b.speech.features.size(2), kDim);
+  }
+  // Float features of a float encoder are fine; codes there are "bad features".
+  o.pack.codes = false;
+  o.features = [cached](const Utterance& u) -> at::Tensor {
+    return u.id == "u4" ? cached(u).to(at::kLong) : cached(u);
+  };
+  Loader floats(o);
+  take(floats, 1000);
+  EXPECT_EQ(floats.stats().skipped.count("bad features"), 1);
+  EXPECT_EQ(floats.stats().skipped.total(), 1);
+}
+
+TEST(LoaderTest, ExceptionsFromTheFeatureFnAreMissingFeatures) {
+  const Fixture& f = fixture();
+  LoaderOptions o = f.options(2);
+  o.sources.pop_back();
+  o.repeat = false;
+  o.max_skip_fraction = 1.0;
+  const FeatureFn cached = o.features;
+  o.features = [cached](const Utterance& u) -> at::Tensor {
+    if (u.id == "u4") return torch::zeros({2, 3}).reshape({5});  // c10::Error
+    if (u.id == "u6") throw std::runtime_error("decoder crashed");
+    if (u.id == "u8") throw IoError("features.bin: truncated");
+    return cached(u);
+  };
+  Loader l(o);
+  const std::vector<std::string> got = names(take(l, 1000));
+  EXPECT_FALSE(l.next().has_value());
+  EXPECT_EQ(l.stats().skipped.count("missing features"), 3);
+  EXPECT_EQ(l.stats().skipped.total(), 3);
+  EXPECT_EQ(l.stats().items_seen, 34);
+  for (const auto& n : got) {
+    EXPECT_NE(n.rfind("speech/u4", 0), 0u) << n;
+    EXPECT_NE(n.rfind("speech/u6", 0), 0u) << n;
+  }
+}
+
+/// A manifest of word-timed utterances whose words come 50 per second: a speech segment of 8-12
+/// words spans 2-4 frames, so it needs more teacher positions (its tokens) than student ones.
+TEST(LoaderTest, TeacherRowsFitTheContext) {
+  test::TempDir d;
+  FeatureCacheMeta meta;
+  meta.encoder = "test";
+  meta.feature_dim = kDim;
+  FeatureCacheWriter w(d / "cache", meta);
+  std::string m;
+  for (int i = 0; i < 12; ++i) {
+    const std::string id = "d" + std::to_string(i);
+    const int64_t n = 50 + 5 * i;
+    std::string words;
+    for (int64_t k = 0; k < n; ++k) {
+      words += std::string(k ? ", " : "") + "{\"w\": \"w" + std::to_string(k % 40) +
+               "\", \"start\": " + std::to_string(0.02 * k) +
+               ", \"end\": " + std::to_string(0.02 * k + 0.015) + "}";
+    }
+    m += "{\"id\": \"" + id + "\", \"audio\": \"a.wav\", \"text\": \"x\", \"words\": [" + words +
+         "]}\n";
+    w.add(id, torch::randn({static_cast<int64_t>(std::ceil(0.02 * n * kFps)), kDim}));
+  }
+  w.flush();
+  test::write_text(d / "dense.jsonl", m);
+  LoaderOptions o = fixture().options(2);
+  o.sources = {{"dense", "speech", d / "dense.jsonl", 1.0}};
+  o.features = cache_features(FeatureCache::open(d / "cache"));
+  o.interleave.speech_words_min = 8;
+  o.interleave.speech_words_max = 12;
+  o.pack.context = 40;
+  o.repeat = false;
+  for (bool pad : {false, true}) {
+    o.pack.pad_to_context = pad;
+    Loader l(o);
+    const std::vector<Batch> batches = take(l, 1000);
+    ASSERT_FALSE(batches.empty());
+    int64_t longest_teacher = 0;
+    for (const Batch& b : batches) {
+      EXPECT_LE(b.student.length(), 40);
+      EXPECT_LE(b.teacher.length(), 40);
+      if (pad) EXPECT_EQ(b.teacher.length(), 40);
+      const at::Tensor per_row = b.teacher.attention_mask.sum(1);  // [B]
+      longest_teacher = std::max(longest_teacher, per_row.max().item<int64_t>());
+    }
+    EXPECT_GT(longest_teacher, 30);  // the teacher side is what limits these rows
+    EXPECT_EQ(l.stats().skipped.total(), 0);
+    EXPECT_EQ(l.stats().items_seen, 12);
+    EXPECT_EQ(l.stats().documents_split, 12);
+  }
+}
+
+// ---- Cursor identity and JSON -------------------------------------------------------------
+
+TEST(LoaderTest, CursorOfChangedDataOrOptionsIsRejectedNamingTheChange) {
+  const Fixture& f = fixture();
+  LoaderCursor c;
+  {
+    Loader l(f.options(1));
+    take(l, 2);
+    c = l.cursor();
+  }
+  EXPECT_EQ(c.fingerprint.size(), 16u);
+  EXPECT_EQ(c.identity.at("sources[1].items"), "40");
+  EXPECT_EQ(c.identity.at("sources[0].kind"), "speech");
+  // Threads and prefetch do not change the stream.
+  {
+    LoaderOptions o = f.options(3);
+    o.prefetch = 1;
+    Loader l(o, c);
+    EXPECT_EQ(l.cursor(), c);
+  }
+  auto rejected = [&](const LoaderOptions& o, std::initializer_list<std::string> fragments) {
+    test::expect_error<CheckpointError>([&] { Loader l(o, c); }, fragments);
+    test::expect_error<CheckpointError>(
+        [&] { Loader l(o, c); }, {"changed since the cursor was saved", c.fingerprint + " then"});
+  };
+  LoaderOptions o = f.options(1);
+  o.sources[1].weight = 2.5;
+  rejected(o, {"sources[1].weight: '1' then, '2.5' now"});
+  o = f.options(1);
+  o.pack.context = 256;
+  rejected(o, {"pack.context: '128' then, '256' now"});
+  o = f.options(1);
+  o.rows = 3;
+  o.utterance_group = 4;
+  rejected(o, {"rows: '2' then, '3' now", "utterance_group: '3' then, '4' now"});
+  o = f.options(1);
+  o.interleave.text_words_max = 6;
+  rejected(o, {"interleave.text_words_max: '5' then, '6' now"});
+  o = f.options(1);
+  o.pack.pad_to_context = true;
+  rejected(o, {"pack.pad_to_context: 'false' then, 'true' now"});
+  o = f.options(1);
+  std::swap(o.sources[0].name, o.sources[1].name);
+  rejected(o, {"sources[0].name: 'speech' then, 'text' now"});
+  // The corpus grew by a line (same path, same name).
+  test::TempDir d;
+  test::write_text(d / "text.jsonl",
+                   test::read_text(f.corpus) + "{\"id\": \"new\", \"text\": \"w1 w2\"}\n");
+  o = f.options(1);
+  o.sources[1].path = d / "text.jsonl";
+  rejected(o, {"sources[1].items: '40' then, '41' now"});
+  // A moved corpus with the same content resumes.
+  test::write_text(d / "moved.jsonl", test::read_text(f.corpus));
+  o.sources[1].path = d / "moved.jsonl";
+  EXPECT_NO_THROW(Loader(o, c));
+  // A cursor whose fingerprint does not match its own values is rejected too.
+  LoaderCursor forged = c;
+  forged.fingerprint = "0000000000000000";
+  test::expect_error<CheckpointError>([&] { Loader l(f.options(1), forged); },
+                                      {"changed since the cursor was saved", "0000000000000000"});
+}
+
+TEST(LoaderTest, MalformedCursorJsonIsACheckpointErrorNamingTheFile) {
+  const std::string valid =
+      R"({"format": "salad-loader-cursor", "version": 2, "seed": 1, "rank": 0,)"
+      R"( "world_size": 1, "draws": 3, "skip_parts": 0, "sources": [{"epoch": 0, "index": 1}],)"
+      R"( "fingerprint": "0123456789abcdef", "identity": {"rows": "2"}})";
+  EXPECT_EQ(LoaderCursor::from_json(valid, "state.json").identity.at("rows"), "2");
+  auto with = [&](const std::string& key, const std::string& value) {
+    auto j = nlohmann::json::parse(valid);
+    if (value.empty()) {
+      j.erase(key);
+    } else {
+      j[key] = nlohmann::json::parse(value);
+    }
+    return j.dump();
+  };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"[1, 2]", {"expected a JSON object"}},
+      {"\"text\"", {"expected a JSON object"}},
+      {with("format", "7"), {"\"format\": \"salad-loader-cursor\"", "found 7"}},
+      {with("format", "\"other\""), {"\"format\"", "\"other\""}},
+      {with("version", ""), {"\"version\": expected an integer, found nothing"}},
+      {with("version", "\"2\""), {"\"version\": expected an integer"}},
+      {with("version", "1"), {"version 1 is not supported", "reads version 2"}},
+      {with("version", "3"), {"version 3 is not supported"}},
+      {with("seed", "-1"), {"\"seed\": expected an unsigned integer", "-1"}},
+      {with("seed", "\"1\""), {"\"seed\""}},
+      {with("seed", "1.5"), {"\"seed\""}},
+      {with("rank", "null"), {"\"rank\": expected an integer, found null"}},
+      {with("draws", "-4"), {"\"draws\": expected >= 0"}},
+      {with("draws", "18446744073709551615"), {"\"draws\": out of range"}},
+      {with("skip_parts", "[]"), {"\"skip_parts\""}},
+      {with("sources", "{}"), {"\"sources\": expected a list"}},
+      {with("sources", "[3]"), {"sources[0]: expected {epoch, index}"}},
+      {with("sources", R"([{"epoch": 0}])"), {"sources[0].\"index\"", "found nothing"}},
+      {with("fingerprint", ""), {"\"fingerprint\": expected a string, found nothing"}},
+      {with("fingerprint", "12"), {"\"fingerprint\": expected a string, found 12"}},
+      {with("identity", "[]"), {"\"identity\": expected an object"}},
+      {with("identity", R"({"rows": 2})"), {"\"identity\".\"rows\": expected a string"}},
+  };
+  for (const auto& [text, fragments] : cases) {
+    SCOPED_TRACE(text);
+    try {
+      LoaderCursor::from_json(text, "run/trainer-state.json");
+      ADD_FAILURE() << "accepted";
+    } catch (const CheckpointError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("run/trainer-state.json"), std::string::npos) << msg;
+      for (const auto& frag : fragments) {
+        EXPECT_NE(msg.find(frag), std::string::npos) << "lacks '" << frag << "': " << msg;
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a CheckpointError: " << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -153,11 +153,12 @@ TEST(PackingTest, PadToContextAndCodes) {
   const Batch b = make_batch(rows, o);
   EXPECT_EQ(b.student.input_ids.sizes(), (std::vector<int64_t>{3, 20}));
   EXPECT_EQ(b.kinds.sizes(), (std::vector<int64_t>{3, 20}));
-  EXPECT_EQ(b.teacher.input_ids.sizes(), (std::vector<int64_t>{3, 9}));
+  EXPECT_EQ(b.teacher.input_ids.sizes(), (std::vector<int64_t>{3, 20}));  // Tt = context too
+  EXPECT_EQ(b.teacher.attention_mask.sum().item<int64_t>(), 11);
   EXPECT_EQ(b.speech.features.scalar_type(), at::kLong);
   EXPECT_EQ(b.speech.features[1][2][0].item<int64_t>(), 202);
   expect_eq(b.loss_index, longs({0, 1, 6, 12, 13, 20}), "loss_index");
-  expect_eq(b.teacher_loss_index, longs({0, 1, 4, 6, 7, 9}), "teacher_loss_index");
+  expect_eq(b.teacher_loss_index, longs({0, 1, 4, 6, 7, 20}), "teacher_loss_index");
   EXPECT_EQ(b.stats.padding, 3 * 20 - 17);
   test_util::expect_aligned(b, rows);
 }
@@ -216,6 +217,49 @@ TEST(PackingTest, RowsThatDoNotFitAreDataErrors) {
   test::expect_error<DataError>(
       [&] { make_batch({{document("x/w", "x", {speech_segment({1}, 2, 3, 0)})}}, o); },
       {"x/w", "width 3", "expected 4"});
+}
+
+TEST(PackingTest, TeacherRowsAreBoundedByTheContext) {
+  PackOptions o;
+  o.context = 10;
+  // 3 student positions, 6 teacher positions each.
+  auto dense = [](const std::string& name) {
+    return document(name, "x", {speech_segment({1, 2, 3, 4, 5, 6}, 1, 2, 0)});
+  };
+  test::expect_error<DataError>(
+      [&] {
+        make_batch({{dense("x/a"), dense("x/b")}}, o);
+      },
+      {"row 0", "6 positions", "12 teacher positions", "context (10)", "x/a", "x/b"});
+  test::expect_error<DataError>(
+      [&] {
+        make_batch(
+            {{document("x/long", "x", {speech_segment(std::vector<int64_t>(11, 1), 1, 2, 0)})}}, o);
+      },
+      {"row 0", "x/long", "11 teacher positions", "split_to_context"});
+  o.pad_to_context = true;
+  const Batch b = make_batch({{dense("x/a")}, {dense("x/b")}}, o);
+  EXPECT_EQ(b.student.input_ids.sizes(), (std::vector<int64_t>{2, 10}));
+  EXPECT_EQ(b.teacher.input_ids.sizes(), (std::vector<int64_t>{2, 10}));
+  EXPECT_EQ(b.teacher.attention_mask.sum().item<int64_t>(), 12);
+}
+
+TEST(PackingTest, FeatureDtypeMustMatchCodes) {
+  PackOptions o;
+  o.context = 10;
+  o.codes = true;  // float features would be truncated into the int64 codes tensor
+  test::expect_error<DataError>(
+      [&] { make_batch({{document("x/f", "x", {speech_segment({1}, 2, 3, 0.5f)})}}, o); },
+      {"x/f", "dtype Float", "integer codes"});
+  o.codes = false;
+  Segment codes = speech_segment({1}, 2, 3, 0);
+  codes.features = codes.features.to(at::kLong);
+  test::expect_error<DataError>([&] { make_batch({{document("x/c", "x", {codes})}}, o); },
+                                {"x/c", "dtype Long", "floating point"});
+  Segment half = speech_segment({1}, 2, 3, 0);
+  half.features = half.features.to(at::kDouble);
+  EXPECT_EQ(make_batch({{document("x/d", "x", {half})}}, o).speech.features.scalar_type(),
+            at::kFloat);
 }
 
 // Mixed documents from the interleaver, the chainer and text replay, packed by RowPacker into
@@ -336,6 +380,33 @@ TEST(RowPackerTest, GreedyInOrderRowFilling) {
 
   EXPECT_THROW(RowPacker(0, 1), ConfigError);
   EXPECT_THROW(RowPacker(8, 0), ConfigError);
+}
+
+TEST(RowPackerTest, RowsAreBoundedOnTheTeacherSideToo) {
+  // 3 student positions and 6 teacher positions each: two fit a student row of 10, not a teacher
+  // row.
+  auto dense = [](const std::string& name) {
+    return document(name, "x", {speech_segment({1, 2, 3, 4, 5, 6}, 1, 2, 0)});
+  };
+  RowPacker p(10, 1);
+  p.add(dense("a"));
+  EXPECT_FALSE(p.fits(dense("b")));
+  EXPECT_TRUE(p.fits(of_length(4, "four")));
+  EXPECT_FALSE(p.fits(of_length(5, "five")));  // student 8 fits, teacher 11 does not
+  p.add(dense("b"));
+  EXPECT_TRUE(p.ready());
+  EXPECT_EQ(names(p.take()), (std::vector<std::vector<std::string>>{{"a"}}));
+  p.add(of_length(4, "c"));  // [b c]: student 7, teacher 10
+  EXPECT_FALSE(p.ready());
+  test::expect_error<DataError>(
+      [&] {
+        p.add(document("x/long", "x", {speech_segment(std::vector<int64_t>(11, 1), 1, 2, 0)}));
+      },
+      {"x/long", "11 teacher positions", "context (10)"});
+  EXPECT_EQ(names(p.flush()), (std::vector<std::vector<std::string>>{{"b", "c"}}));
+  // After flush() the open row is empty again on both sides.
+  p.add(dense("d"));
+  EXPECT_TRUE(p.fits(of_length(4, "e")));
 }
 
 }  // namespace

@@ -39,7 +39,8 @@ TEST(AdapterTest, ParameterCountFormulaMatchesTheModule) {
 TEST(AdapterTest, PaperSizeAtQwen3BWidth) {
   const AdapterOptions o = AdapterOptions::from_config(config::AdapterConfig{}, 512, false, 2048);
   const int64_t per_layer = 2 * 960 + 2 * 960 * 960 + 2 * 960 * 320 + 3 * 960 * 2560;
-  const int64_t expected = 12 * per_layer + (512 * 960 + 960) + 960 + (960 * 2048 + 2048) + 2 * 2048;
+  const int64_t expected =
+      12 * per_layer + (512 * 960 + 960) + 960 + (960 * 2048 + 2048) + 2 * 2048;
   EXPECT_EQ(o.parameter_count(), expected);
   EXPECT_EQ(expected, 120453504);  // 120.45 M; the paper quotes "about 122 M"
   Adapter a(o);
@@ -98,16 +99,40 @@ TEST(AdapterTest, CodesAreEmbeddedPerCodebookAndSummed) {
   at::Tensor c2 = codes.clone();
   c2[0][0][2] = (codes[0][0][2].item<int64_t>() + 1) % 10;
   EXPECT_GT((a->forward(c2, torch::tensor({5, 2}))[0][0] - y[0][0]).abs().max().item<double>(), 0);
-  test::expect_error<DataError>([&] { a->forward(codes.to(torch::kFloat), torch::tensor({5, 2})); },
-                                {"int64"});
+  test::expect_error<DataError>(
+      [&] {
+        a->forward(codes.to(torch::kFloat), torch::tensor({5, 2}));
+      },
+      {"int64"});
+  test::expect_error<DataError>(
+      [&] {
+        a->forward(codes + 10, torch::tensor({5, 2}));
+      },
+      {"adapter.codebook_size = 10", "another codebook size"});
 }
 
 TEST(AdapterTest, BadInputsAreNamed) {
   Adapter a(tiny());
-  test::expect_error<DataError>([&] { a->forward(torch::randn({2, 5, 9}), torch::tensor({5, 5})); },
-                                {"[S, F, 8]", "9"});
-  test::expect_error<DataError>([&] { a->forward(torch::randn({2, 5, 8}), torch::tensor({5})); },
-                                {"lengths"});
+  test::expect_error<DataError>(
+      [&] {
+        a->forward(torch::randn({2, 5, 9}), torch::tensor({5, 5}));
+      },
+      {"[S, F, 8]", "9"});
+  test::expect_error<DataError>(
+      [&] {
+        a->forward(torch::randn({2, 5, 8}), torch::tensor({5}));
+      },
+      {"lengths"});
+  test::expect_error<DataError>(
+      [&] {
+        a->forward(torch::randn({2, 5, 8}), torch::tensor({5, 6}));
+      },
+      {"[1, 5]", "[5, 6]"});
+  test::expect_error<DataError>(
+      [&] {
+        a->forward(torch::randn({2, 5, 8}), torch::tensor({0, 5}));
+      },
+      {"[1, 5]"});
   AdapterOptions bad = tiny();
   bad.num_heads = 3;
   test::expect_error<ConfigError>([&] { bad.validate(); }, {"adapter.num_heads", "hidden_size"});

@@ -10,6 +10,7 @@
 #include "salad/audio/audio.h"
 #include "salad/core/config.h"
 #include "salad/core/error.h"
+#include "salad/data/feature_cache.h"
 #include "salad/data/manifest.h"
 #include "test_util.h"
 
@@ -215,6 +216,43 @@ TEST(OnTheFlyFeaturesTest, EqualEncodingTheUtteranceSpan) {
   EXPECT_TRUE(all_close(got, direct.features[0].narrow(0, 0, 7), 1e-4, "on the fly"));
   u.audio = dir.path() / "missing.wav";
   expect_error<IoError>([&] { features(u); }, {"missing.wav"});
+}
+
+}  // namespace
+}  // namespace salad::models
+
+namespace salad::models {
+namespace {
+
+TEST(FeatureSourceTest, CacheWhenSetElseOnTheFly) {
+  test::TempDir dir;
+  config::SaladConfig cfg;
+  cfg.encoder.type = "fbank";
+  const FeatureSource live = feature_source(cfg);
+  EXPECT_EQ(live.feature_dim, 640);
+  EXPECT_DOUBLE_EQ(live.frame_rate, 12.5);
+  EXPECT_FALSE(live.codes);
+  EXPECT_NE(live.description.find("on the fly"), std::string::npos);
+
+  // A cache written by the fbank encoder is accepted, one made by "mimi" is refused.
+  FbankEncoder enc;
+  data::FeatureCacheMeta meta;
+  meta.encoder = enc.describe();
+  meta.feature_dim = 640;
+  {
+    data::FeatureCacheWriter w(dir.path() / "fb", meta);
+    w.add("a", at::ones({3, 640}));
+    w.flush();
+  }
+  cfg.data.cache = dir.path() / "fb";
+  const FeatureSource cached = feature_source(cfg);
+  EXPECT_EQ(cached.feature_dim, 640);
+  EXPECT_DOUBLE_EQ(cached.frame_rate, 12.5);
+  data::Utterance u;
+  u.id = "a";
+  EXPECT_TRUE(all_close(cached.features(u), at::ones({3, 640}), 0, "cached"));
+  cfg.encoder.type = "mimi";
+  expect_error<ConfigError>([&] { feature_source(cfg); }, {"data.cache", "fbank", "type=mimi"});
 }
 
 }  // namespace

@@ -5,107 +5,19 @@
 
 #include <set>
 
+#include "models/speech_lm_fixture.h"
 #include "salad/core/error.h"
 #include "salad/core/safetensors.h"
 #include "salad/data/packing.h"
+#include "salad/eval/alignment.h"
 #include "salad/loss/distillation.h"
-#include "salad/loss/metrics.h"
 #include "salad/models/weight_loader.h"
 #include "test_util.h"
 
 namespace salad::models {
 namespace {
 
-using data::Document;
-using data::Modality;
-using data::Segment;
-
-constexpr int64_t kFeat = 8;
-
-Qwen2Options tiny_decoder() {
-  Qwen2Options o;
-  o.vocab_size = 50;
-  o.hidden_size = 32;
-  o.intermediate_size = 48;
-  o.num_hidden_layers = 2;
-  o.num_attention_heads = 4;
-  o.num_key_value_heads = 2;
-  o.tie_word_embeddings = true;
-  return o;
-}
-
-AdapterOptions tiny_adapter() {
-  AdapterOptions o;
-  o.input_dim = kFeat;
-  o.hidden_size = 16;
-  o.num_layers = 2;
-  o.num_heads = 2;
-  o.num_kv_heads = 1;
-  o.intermediate_size = 24;
-  o.output_dim = 32;
-  return o;
-}
-
-// A decoder with the same weights as `src` (the teacher is a frozen copy of the original).
-Qwen2 copy_of(Qwen2& src) {
-  Qwen2 dst(src->options());
-  torch::NoGradGuard no_grad;
-  auto from = src->named_parameters();
-  for (auto& p : dst->named_parameters()) p.value().copy_(from[p.key()]);
-  return dst;
-}
-
-// Non-trivial random weights (the default init gives near-uniform logits).
-Qwen2 random_decoder(uint64_t seed) {
-  torch::manual_seed(seed);
-  Qwen2 m(tiny_decoder());
-  torch::NoGradGuard no_grad;
-  for (auto& p : m->parameters()) p.normal_(0.0, 0.3);
-  return m;
-}
-
-Segment text(std::vector<int64_t> tokens) {
-  Segment s;
-  s.modality = Modality::kText;
-  s.tokens = std::move(tokens);
-  return s;
-}
-
-Segment speech(std::vector<int64_t> tokens, int64_t frames, uint64_t seed) {
-  Segment s;
-  s.modality = Modality::kSpeech;
-  s.tokens = std::move(tokens);
-  torch::manual_seed(seed);
-  s.features = torch::randn({frames, kFeat});
-  return s;
-}
-
-Document doc(std::string name, std::vector<Segment> segments) {
-  Document d;
-  d.name = "src/" + name;
-  d.source = "src";
-  d.segments = std::move(segments);
-  return d;
-}
-
-data::Batch batch_of(const std::vector<std::vector<Document>>& rows, int64_t context = 64) {
-  data::PackOptions o;
-  o.context = context;
-  o.feature_dim = kFeat;
-  return data::make_batch(rows, o);
-}
-
-Document speech_doc_a() {
-  return doc("a", {text({3, 4, 5}), speech({6, 7}, 5, 11), text({8, 9, 10, 11}), speech({12}, 3, 12)});
-}
-Document speech_doc_b() { return doc("b", {speech({20, 21, 22}, 6, 13), text({23, 24})}); }
-Document text_doc_c() { return doc("c", {text({30, 31, 32, 33, 34, 35})}); }
-
-struct Fixture {
-  Qwen2 student = random_decoder(5);
-  Qwen2 teacher = copy_of(student);
-  SpeechLM lm{student, Adapter(tiny_adapter()), teacher};
-};
+using namespace test_fixture;  // NOLINT: the shared tiny models and documents
 
 TEST(SpeechLMTest, StudentEmbeddingsPutEverythingInItsPlace) {
   torch::manual_seed(7);
@@ -182,7 +94,7 @@ TEST(SpeechLMTest, TextDocumentsMatchTheTeacherAtInitialisation) {
       h.student, f.student->lm_head_weight(), h.teacher, f.teacher->lm_head_weight(), b.targets,
       static_cast<double>(b.loss_positions()));
   EXPECT_NEAR(parts.kl_sum.item<double>(), 0.0, 1e-6);
-  const loss::AlignmentSums s = loss::alignment_sums(f.lm, b, 4);
+  const eval::AlignmentSums s = eval::alignment_sums(f.lm, b, 4);
   EXPECT_NEAR(s.forgetting, 0.0, 1e-6);
   EXPECT_NEAR(s.misalignment, 0.0, 1e-6);
 }
@@ -274,80 +186,9 @@ TEST(SpeechLMTest, MismatchedPartsAreRejected) {
   test::expect_error<ConfigError>(
       [&] { SpeechLM(Qwen2(tiny_decoder()), Adapter(tiny_adapter()), Qwen2(other)); },
       {"vocabulary", "51"});
-}
-
-// M and F against a direct full-logits computation.
-TEST(AlignmentMetricsTest, MatchDirectComputation) {
-  torch::manual_seed(11);
-  Fixture f;
-  {  // make the student differ from the teacher, so F > 0
-    torch::NoGradGuard no_grad;
-    for (auto& p : f.student->parameters()) p.add_(torch::randn_like(p) * 0.05);
-  }
-  const data::Batch b = batch_of({{speech_doc_a(), text_doc_c()}, {speech_doc_b()}});
-  const loss::AlignmentSums s = loss::alignment_sums(f.lm, b, 3);
-
-  torch::NoGradGuard no_grad;
-  auto logp = [](Qwen2& m, const at::Tensor& hidden) {
-    return at::log_softmax(m->logits(hidden).to(at::kDouble), -1);
-  };
-  auto kl = [](const at::Tensor& lp, const at::Tensor& lq) {
-    return (lp.exp() * (lp - lq)).sum(-1);
-  };
-  const at::Tensor mix = logp(f.student, f.lm.student_hidden(b).reshape({-1, 32}))
-                             .index_select(0, b.loss_index);
-  const at::Tensor s_text = logp(f.student, f.lm.student_text_hidden(b).reshape({-1, 32}));
-  const at::Tensor t_text = logp(f.teacher, f.lm.teacher_hidden(b).reshape({-1, 32}));
-  const at::Tensor M = kl(s_text.index_select(0, b.teacher_loss_index), mix).sum();
-  const at::Tensor D = kl(t_text.index_select(0, b.teacher_loss_index), mix).sum();
-  const at::Tensor nll = -mix.gather(1, b.targets.unsqueeze(1)).sum();
-  // Text positions of the text-only rows that predict a next token of the same document.
-  std::vector<int64_t> pos;
-  const int64_t Tt = b.teacher.length();
-  for (int64_t r = 0; r < b.teacher.rows(); ++r) {
-    for (int64_t t = 0; t + 1 < Tt; ++t) {
-      if (b.teacher.attention_mask[r][t].item<int64_t>() &&
-          b.teacher.attention_mask[r][t + 1].item<int64_t>() &&
-          b.teacher.document_ids[r][t].item<int64_t>() ==
-              b.teacher.document_ids[r][t + 1].item<int64_t>()) {
-        pos.push_back(r * Tt + t);
-      }
-    }
-  }
-  const at::Tensor idx = torch::tensor(pos, torch::kLong);
-  const at::Tensor F = kl(t_text.index_select(0, idx), s_text.index_select(0, idx)).sum();
-
-  EXPECT_EQ(s.aligned_positions, b.loss_positions());
-  EXPECT_EQ(s.text_positions, static_cast<int64_t>(pos.size()));
-  EXPECT_EQ(s.text_positions, (3 + 2 + 4 + 1) - 1 + (6 - 1) + (3 + 2 - 1));
-  EXPECT_NEAR(s.misalignment, M.item<double>(), 1e-4);
-  EXPECT_NEAR(s.distillation, D.item<double>(), 1e-4);
-  EXPECT_NEAR(s.nll, nll.item<double>(), 1e-4);
-  EXPECT_NEAR(s.forgetting, F.item<double>(), 1e-4);
-  EXPECT_GT(s.misalignment, 1e-3);
-  EXPECT_GT(s.forgetting, 1e-4);
-
-  // measure_alignment over two batches: per-token means of the summed parts.
-  const data::Batch b2 = batch_of({{text_doc_c()}});
-  std::vector<data::Batch> batches{b, b2};
-  size_t next = 0;
-  const loss::AlignmentMetrics m = loss::measure_alignment(
-      f.lm, [&]() -> std::optional<data::Batch> {
-        if (next == batches.size()) return std::nullopt;
-        return batches[next++];
-      },
-      5);
-  loss::AlignmentSums total = s;
-  total.add(loss::alignment_sums(f.lm, b2, 5));
-  EXPECT_NEAR(m.misalignment, total.misalignment / total.aligned_positions, 1e-6);
-  EXPECT_NEAR(m.forgetting, total.forgetting / total.text_positions, 1e-6);
-  EXPECT_EQ(m.aligned_positions, total.aligned_positions);
-}
-
-TEST(AlignmentMetricsTest, NeedTheTeacher) {
-  SpeechLM lm{Qwen2(tiny_decoder()), Adapter(tiny_adapter())};
-  const data::Batch b = batch_of({{text_doc_c()}});
-  test::expect_error<ConfigError>([&] { loss::alignment_sums(lm, b, 4); }, {"teacher"});
+  Qwen2 same(tiny_decoder());
+  test::expect_error<ConfigError>([&] { SpeechLM(same, Adapter(tiny_adapter()), same); },
+                                  {"same module", "copy"});
 }
 
 }  // namespace

@@ -102,8 +102,8 @@ struct InterleaveOptions {
 /// ceil(end_j * frame_rate)), clamped to F and at least one frame. Segment lengths and the first
 /// modality come from `rng` only, so a document is a pure function of (utterance, rng state).
 /// Words are whitespace-normalised (runs of the tokenizer's whitespace, see above, -> one ASCII
-/// space); blank words (an aligner's silences) are dropped. Frame bounds within 1e-6 frame of an integer snap to it (so
-/// 0.56 s at 12.5 Hz ends at frame 7, despite 0.56 * 12.5 > 7 in doubles).
+/// space); blank words (an aligner's silences) are dropped. Frame bounds within 1e-6 frame of an
+/// integer snap to it (so 0.56 s at 12.5 Hz ends at frame 7, despite 0.56 * 12.5 > 7 in doubles).
 /// Throws BadItem: "empty transcript" (no non-blank words), "bad words" (validate_words fails),
 /// "words outside audio" (a word ends more than end_tolerance after the features end), "bad
 /// features" (`features` is not [F >= 1, De]). Messages name u.where and the utterance id.
@@ -124,12 +124,15 @@ Document chain_utterances(const std::vector<const Utterance*>& utterances,
 Document text_document(const std::string& name, const std::string& source, const std::string& text,
                        const text::Tokenizer& tokenizer);
 
-/// Cuts a document whose student_length() exceeds `context` into parts that fit, at segment
-/// boundaries (a text segment longer than the room left is cut at a token boundary). Each part
-/// is a document of its own (positions restart), named "<name>#1", "<name>#2", ...; the
-/// concatenation of the parts' segments holds every token and frame of `d` in order. Returns
-/// {d} (name unchanged) when it fits. Throws BadItem("speech segment longer than context"),
-/// naming the document, when one speech segment cannot fit at all.
+/// Cuts a document that does not fit the context into parts that do, at segment boundaries (a
+/// text segment longer than the room left is cut at a token boundary). A document fits when
+/// student_length() <= context and teacher_length() <= context: a text segment takes its tokens
+/// on both sides, a speech segment F + 2 student positions and its tokens on the teacher's side
+/// only (a segment of many short words can need more teacher positions than frames). Each part is
+/// a document of its own (positions restart), named "<name>#1", "<name>#2", ...; the
+/// concatenation of the parts' segments holds every token and frame of `d` in order. Returns {d}
+/// (name unchanged) when it fits. Throws BadItem("speech segment longer than context"), naming the
+/// document, when one speech segment cannot fit at all (F + 2 or its tokens above the context).
 std::vector<Document> split_to_context(Document d, int64_t context);
 
 }  // namespace salad::data

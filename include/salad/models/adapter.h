@@ -31,8 +31,8 @@ struct AdapterConfig;
 namespace salad::models {
 
 struct AdapterOptions {
-  int64_t input_dim = 512;   ///< De: encoder feature width (codes: number of codebooks n_q)
-  bool codes = false;        ///< inputs are int64 codes [S, F, n_q] instead of features
+  int64_t input_dim = 512;  ///< De: encoder feature width (codes: number of codebooks n_q)
+  bool codes = false;       ///< inputs are int64 codes [S, F, n_q] instead of features
   int64_t codebook_size = 2048;
   int64_t hidden_size = 960;
   int64_t num_layers = 12;
@@ -45,8 +45,8 @@ struct AdapterOptions {
   double init_std = 0.02;
   int64_t output_dim = 2048;  ///< D: the LLM's hidden size
 
-  static AdapterOptions from_config(const config::AdapterConfig& cfg, int64_t input_dim,
-                                    bool codes, int64_t llm_hidden_size);
+  static AdapterOptions from_config(const config::AdapterConfig& cfg, int64_t input_dim, bool codes,
+                                    int64_t llm_hidden_size);
   /// Throws ConfigError naming the adapter.* key that is wrong.
   void validate() const;
   /// Parameters the adapter will have (computed from the sizes, equal to the module's count).
@@ -69,7 +69,7 @@ class AdapterImpl : public torch::nn::Module {
 
   const AdapterOptions& options() const { return o_; }
 
-  torch::nn::Linear in_proj{nullptr};          ///< null for codes
+  torch::nn::Linear in_proj{nullptr};              ///< null for codes
   torch::nn::ModuleList code_embeddings{nullptr};  ///< codes only: n_q Embedding tables
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};

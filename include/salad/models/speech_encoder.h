@@ -14,7 +14,8 @@
 
 namespace salad::config {
 struct EncoderConfig;
-}
+struct SaladConfig;
+}  // namespace salad::config
 namespace salad::data {
 struct Utterance;
 }
@@ -56,8 +57,24 @@ std::unique_ptr<SpeechEncoder> make_speech_encoder(const config::EncoderConfig& 
 /// loads the utterance's audio (its offset and duration, resampled to the encoder's rate),
 /// encodes it without gradients and returns its [F, D] frames. Safe to call from several
 /// threads: audio decoding runs in parallel, encodes one at a time. Throws IoError/DataError
-/// naming the file when the audio cannot be used.
+/// naming the file when the audio cannot be used (any failure of the encoder included).
+/// Slow on CPU: loader workers run LibTorch ops on one core each, so Mimi encodes on one core;
+/// for real runs write a feature cache with salad-encode first.
 std::function<at::Tensor(const data::Utterance&)> on_the_fly_features(
     std::shared_ptr<SpeechEncoder> encoder);
+
+/// Where a run's speech features come from, and what they look like.
+struct FeatureSource {
+  std::function<at::Tensor(const data::Utterance&)> features;  ///< a data::FeatureFn
+  double frame_rate = 12.5;                                    ///< frames per second
+  int64_t feature_dim = 0;                                     ///< De (codes: n_q)
+  bool codes = false;       ///< int64 codes instead of float features
+  std::string description;  ///< for the log: "feature cache DIR (mimi latent ...)" / "on the fly"
+};
+
+/// The recipe's feature source: the feature cache `data.cache` when set (checked against
+/// `encoder.type` / `encoder.output`: a cache made by another encoder is a ConfigError naming
+/// both), else the `encoder:` section's encoder run on the fly (on_the_fly_features).
+FeatureSource feature_source(const config::SaladConfig& cfg);
 
 }  // namespace salad::models

@@ -9,8 +9,8 @@
 #include "data_pipeline/document_test_util.h"
 #include "salad/data/feature_cache.h"
 #include "salad/data/loader.h"
+#include "salad/eval/alignment.h"
 #include "salad/loss/distillation.h"
-#include "salad/loss/metrics.h"
 #include "salad/models/speech_lm.h"
 #include "test_util.h"
 
@@ -24,8 +24,7 @@ constexpr int64_t kDim = 16;    // encoder feature width
 
 // A manifest of word-timed utterances (0.4 s a word: 5 frames) and their features: every frame
 // of word w is that word's fixed random vector plus a little noise, so speech carries the words.
-void write_speech(const fs::path& dir, const std::string& name, int64_t utterances,
-                  uint64_t seed) {
+void write_speech(const fs::path& dir, const std::string& name, int64_t utterances, uint64_t seed) {
   torch::manual_seed(1234);  // the same word vectors for every split
   const at::Tensor word_vectors = torch::randn({kWords, kDim});
   torch::manual_seed(seed);
@@ -46,15 +45,16 @@ void write_speech(const fs::path& dir, const std::string& name, int64_t utteranc
       w = (rng() % 4 == 0) ? static_cast<int64_t>(rng() % kWords) : (5 * w + 3) % kWords;
       const std::string word = "w" + std::to_string(w);
       text += (k ? " " : "") + word;
-      words += std::string(k ? "," : "") + "{\"w\":\"" + word + "\",\"start\":" +
-               std::to_string(0.4 * k) + ",\"end\":" + std::to_string(0.4 * k + 0.35) + "}";
-      feats.narrow(0, 5 * k, 5).copy_(word_vectors[w].expand({5, kDim}) +
-                                      0.1 * torch::randn({5, kDim}));
+      words += std::string(k ? "," : "") + "{\"w\":\"" + word +
+               "\",\"start\":" + std::to_string(0.4 * k) +
+               ",\"end\":" + std::to_string(0.4 * k + 0.35) + "}";
+      feats.narrow(0, 5 * k, 5)
+          .copy_(word_vectors[w].expand({5, kDim}) + 0.1 * torch::randn({5, kDim}));
     }
     const std::string id = name + std::to_string(u);
-    manifest += "{\"id\":\"" + id + "\",\"audio\":\"x.wav\",\"duration\":" +
-                std::to_string(0.4 * n) + ",\"text\":\"" + text + "\",\"words\":[" + words +
-                "]}\n";
+    manifest += "{\"id\":\"" + id +
+                "\",\"audio\":\"x.wav\",\"duration\":" + std::to_string(0.4 * n) + ",\"text\":\"" +
+                text + "\",\"words\":[" + words + "]}\n";
     cache.add(id, feats);
   }
   cache.flush();
@@ -105,9 +105,10 @@ TEST(AlignmentIntegration, DistillationLowersMisalignment) {
 
   auto measure = [&] {
     data::Loader valid(options("valid", false));
-    return loss::measure_alignment(lm, [&] { return valid.next(); }, 64);
+    return eval::measure_alignment(
+        lm, [&] { return valid.next(); }, 64);
   };
-  const loss::AlignmentMetrics before = measure();
+  const eval::AlignmentMetrics before = measure();
   ASSERT_GT(before.aligned_positions, 100);
   EXPECT_NEAR(before.forgetting, 0.0, 1e-6);  // the student is the teacher's copy
   EXPECT_GT(before.misalignment, 0.05);
@@ -116,8 +117,8 @@ TEST(AlignmentIntegration, DistillationLowersMisalignment) {
   for (const auto& g : lm.trainable_groups()) {
     std::vector<at::Tensor> params;
     for (const auto& p : g.params) params.push_back(p.second);
-    groups.emplace_back(params, std::make_unique<torch::optim::AdamWOptions>(
-                                    g.name == "adapter" ? 3e-3 : 3e-4));
+    groups.emplace_back(
+        params, std::make_unique<torch::optim::AdamWOptions>(g.name == "adapter" ? 3e-3 : 3e-4));
   }
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(1e-3).weight_decay(0.0));
   const loss::DistillationLoss loss_fn(loss::DistillationOptions{});
@@ -129,17 +130,16 @@ TEST(AlignmentIntegration, DistillationLowersMisalignment) {
     ASSERT_TRUE(batch);
     opt.zero_grad();
     const models::AlignedHidden h = lm.forward(*batch);
-    const loss::LossParts parts =
-        loss_fn(h.student, lm.student()->lm_head_weight(), h.teacher,
-                lm.teacher()->lm_head_weight(), batch->targets,
-                static_cast<double>(batch->loss_positions()));
+    const loss::LossParts parts = loss_fn(h.student, lm.student()->lm_head_weight(), h.teacher,
+                                          lm.teacher()->lm_head_weight(), batch->targets,
+                                          static_cast<double>(batch->loss_positions()));
     parts.loss.backward();
     opt.step();
     if (step < 10) first += parts.loss.item<double>() / 10;
     if (step >= 50) last += parts.loss.item<double>() / 10;
   }
   EXPECT_LT(last, first) << "training loss did not go down";
-  const loss::AlignmentMetrics after = measure();
+  const eval::AlignmentMetrics after = measure();
   EXPECT_EQ(after.aligned_positions, before.aligned_positions);  // same held-out batches
   EXPECT_LT(after.misalignment, 0.7 * before.misalignment)
       << "M before " << before.misalignment << ", after " << after.misalignment;

@@ -1,4 +1,5 @@
-// Misalignment M and forgetting F (DESIGN §3), per-token means in nats, on held-out batches:
+// Misalignment M and forgetting F (DESIGN §3), per-token means in nats, on held-out batches
+// (used by validation during training and by salad-eval):
 //   M = mean KL(P_θ(·|text) ‖ P_θ(·|speech-interleaved))  at the aligned loss positions
 //       (the student reading the text-only rows vs the student reading the interleaved rows),
 //   F = mean KL(Q_φ(·|text) ‖ P_θ(·|text))                at every text position of the text-only
@@ -18,7 +19,7 @@ namespace salad::models {
 class SpeechLM;
 }
 
-namespace salad::loss {
+namespace salad::eval {
 
 /// Sums over batches (add() them; across ranks, all-reduce the fields), then finish().
 struct AlignmentSums {
@@ -54,4 +55,4 @@ AlignmentMetrics measure_alignment(models::SpeechLM& lm,
                                    const std::function<std::optional<data::Batch>()>& next,
                                    int64_t chunk_size, int64_t max_batches = 0);
 
-}  // namespace salad::loss
+}  // namespace salad::eval

@@ -1,4 +1,4 @@
-#include "salad/loss/metrics.h"
+#include "salad/eval/alignment.h"
 
 #include <torch/torch.h>
 
@@ -7,7 +7,7 @@
 #include "salad/loss/distillation.h"
 #include "salad/models/speech_lm.h"
 
-namespace salad::loss {
+namespace salad::eval {
 
 void AlignmentSums::add(const AlignmentSums& o) {
   misalignment += o.misalignment;
@@ -43,9 +43,9 @@ at::Tensor next_token_positions(const data::SequenceBatch& rows) {
   if (Tt < 2) return at::zeros({0}, at::kLong);
   const at::Tensor here = mask.narrow(1, 0, Tt - 1), next = mask.narrow(1, 1, Tt - 1);
   const at::Tensor same = doc.narrow(1, 0, Tt - 1) == doc.narrow(1, 1, Tt - 1);
-  at::Tensor ok = here & next & same;                                           // [B, Tt-1]
-  ok = at::cat({ok, at::zeros({mask.size(0), 1}, ok.options())}, 1);            // [B, Tt]
-  return ok.reshape({-1}).nonzero().reshape({-1});                              // [M]
+  at::Tensor ok = here & next & same;                                 // [B, Tt-1]
+  ok = at::cat({ok, at::zeros({mask.size(0), 1}, ok.options())}, 1);  // [B, Tt]
+  return ok.reshape({-1}).nonzero().reshape({-1});                    // [M]
 }
 
 }  // namespace
@@ -61,8 +61,8 @@ AlignmentSums alignment_sums(models::SpeechLM& lm, const data::Batch& batch, int
   const at::Tensor student_head = lm.student()->lm_head_weight();
   const at::Tensor teacher_head = lm.teacher()->lm_head_weight();
 
-  const at::Tensor s_text = lm.student_text_hidden(batch);  // [B, Tt, D]
-  const at::Tensor t_text = lm.teacher_hidden(batch);       // [B, Tt, Dt]
+  const at::Tensor s_text = lm.student_text_hidden(batch);              // [B, Tt, D]
+  const at::Tensor t_text = lm.teacher_hidden(batch);                   // [B, Tt, Dt]
   const at::Tensor s_text_flat = s_text.reshape({-1, s_text.size(2)});  // [B*Tt, D]
   const at::Tensor t_text_flat = t_text.reshape({-1, t_text.size(2)});  // [B*Tt, Dt]
 
@@ -70,30 +70,31 @@ AlignmentSums alignment_sums(models::SpeechLM& lm, const data::Batch& batch, int
   if (N > 0) {
     const at::Tensor s_mix = lm.forward(batch, /*with_teacher=*/false).student;  // [N, D]
     const at::Tensor tidx = batch.teacher_loss_index.to(dev);
-    const at::Tensor s_at_text = s_text_flat.index_select(0, tidx);                   // [N, D]
+    const at::Tensor s_at_text = s_text_flat.index_select(0, tidx);                      // [N, D]
     const at::Tensor t_at_text = t_text_flat.index_select(0, tidx.to(t_text.device()));  // [N, Dt]
-    s.misalignment =
-        chunked_kl(s_at_text, student_head, s_mix, student_head, chunk_size).sum().item<double>();
-    s.distillation =
-        chunked_kl(t_at_text, teacher_head, s_mix.to(t_at_text.device()),
-                   student_head.to(t_at_text.device()), chunk_size)
-            .sum()
-            .item<double>();
-    DistillationOptions nll_only;
+    s.misalignment = loss::chunked_kl(s_at_text, student_head, s_mix, student_head, chunk_size)
+                         .sum()
+                         .item<double>();
+    s.distillation = loss::chunked_kl(t_at_text, teacher_head, s_mix.to(t_at_text.device()),
+                                      student_head.to(t_at_text.device()), chunk_size)
+                         .sum()
+                         .item<double>();
+    loss::DistillationOptions nll_only;
     nll_only.alpha = 0.0;
     nll_only.chunk_size = chunk_size;
-    s.nll = DistillationLoss(nll_only)(s_mix, student_head, {}, {}, batch.targets.to(dev), 1.0)
-                .nll_sum.item<double>();
+    s.nll =
+        loss::DistillationLoss(nll_only)(s_mix, student_head, {}, {}, batch.targets.to(dev), 1.0)
+            .nll_sum.item<double>();
     s.aligned_positions = N;
   }
   const at::Tensor pos = next_token_positions(batch.teacher);  // [M]
   if (pos.numel() > 0) {
     const at::Tensor t_pos = t_text_flat.index_select(0, pos.to(t_text.device()));
     const at::Tensor s_pos = s_text_flat.index_select(0, pos.to(dev)).to(t_pos.device());
-    s.forgetting = chunked_kl(t_pos, teacher_head, s_pos, student_head.to(t_pos.device()),
-                              chunk_size)
-                       .sum()
-                       .item<double>();
+    s.forgetting =
+        loss::chunked_kl(t_pos, teacher_head, s_pos, student_head.to(t_pos.device()), chunk_size)
+            .sum()
+            .item<double>();
     s.text_positions = pos.numel();
   }
   return s;
@@ -119,4 +120,4 @@ AlignmentMetrics measure_alignment(models::SpeechLM& lm,
   return finish(total);
 }
 
-}  // namespace salad::loss
+}  // namespace salad::eval
