@@ -1,113 +1,38 @@
-// data::Loader (see data/loader.h): option checks and from_config, the deterministic draw order
-// of (source, item) pairs, the cursor (its JSON form and the fingerprint of the data identity it
-// is checked against on resume), and the threads: workers that build items' documents in draw
-// order and one packer that consumes them in that order, counts skips, enforces the skip
-// threshold, packs rows into batches and records a resumable cursor with each batch. Reading the
-// sources and building one item's documents are in loader_sources.cpp.
+// data::Loader (see data/loader.h): the deterministic draw order of (source, item) pairs and the
+// threads: workers that build items' documents in draw order and one packer that consumes them in
+// that order, counts skips, enforces the skip threshold, packs rows into batches and records a
+// resumable cursor with each batch. Options are checked in loader_options.cpp, the cursor's JSON
+// and data identity are in loader_cursor.cpp, reading the sources and building one item's
+// documents in loader_sources.cpp.
 #include "salad/data/loader.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstdio>
 #include <deque>
 #include <exception>
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
-#include <set>
 #include <thread>
 #include <utility>
 
 #include "data/loader_sources.h"
 #include "salad/core/blas_info.h"
-#include "salad/core/config.h"
 #include "salad/core/error.h"
-#include "salad/core/logging.h"
 #include "salad/text/tokenizer.h"
 
 namespace salad::data {
 
 namespace ld = loader_detail;
-using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// ---- Options ------------------------------------------------------------------------------------
-
-/// How the fields of LoaderOptions are called in messages: their own names for validate(), the
-/// recipe's keys for from_config().
-struct FieldNames {
-  std::string sources = "sources";
-  std::string rows = "rows";
-  std::string utterance_group = "utterance_group";
-  std::string prefetch = "prefetch";
-  std::string workers = "workers";
-  std::string max_skip_fraction = "max_skip_fraction";
-  std::string context = "pack.context";
-  std::string feature_dim = "pack.feature_dim";
-};
-
-void check_options(const LoaderOptions& o, const FieldNames& n) {
-  auto fail = [](const std::string& msg) { throw ConfigError(msg); };
-  if (o.sources.empty()) {
-    fail(n.sources + ": no data sources (add at least one {name, kind, path, weight})");
-  }
-  std::set<std::string> names;
-  for (size_t i = 0; i < o.sources.size(); ++i) {
-    const SourceSpec& s = o.sources[i];
-    const std::string at = n.sources + "[" + std::to_string(i) + "]";
-    const std::string named = s.name.empty() ? "" : " (source '" + s.name + "')";
-    if (s.name.empty()) fail(at + ".name is empty (sources are named in logs and metrics)");
-    if (!names.insert(s.name).second) fail(at + ".name '" + s.name + "' is used twice");
-    if (s.kind != "speech" && s.kind != "text") {
-      fail(at + ".kind must be speech or text, found '" + s.kind + "'" + named);
-    }
-    if (s.path.empty()) fail(at + ".path is empty" + named);
-    if (!(s.weight > 0) || !std::isfinite(s.weight)) {
-      fail(at + ".weight must be > 0, found " + std::to_string(s.weight) + named);
-    }
-    if (s.kind == "speech" && !o.features) {
-      fail(at + named +
-           ": a speech source needs encoder features (LoaderOptions::features is empty; set "
-           "data.cache or an encoder)");
-    }
-  }
-  if (!o.tokenizer) fail("tokenizer is not set");
-  auto at_least_one = [&](int64_t v, const std::string& name) {
-    if (v < 1) fail(name + " must be >= 1, found " + std::to_string(v));
-  };
-  at_least_one(o.rows, n.rows);
-  at_least_one(o.utterance_group, n.utterance_group);
-  at_least_one(o.prefetch, n.prefetch);
-  at_least_one(o.workers, n.workers);
-  at_least_one(o.pack.context, n.context);
-  // Every utterance's features are checked against this width when its item is built, so that
-  // one odd tensor is a skip and not a make_batch error that ends the run.
-  const bool speech = std::any_of(o.sources.begin(), o.sources.end(),
-                                  [](const SourceSpec& s) { return s.kind == "speech"; });
-  if (speech && o.pack.feature_dim < 1) {
-    fail(n.feature_dim + " must be >= 1 (the encoder feature width) when a speech source is " +
-         "present, found " + std::to_string(o.pack.feature_dim));
-  }
-  if (o.world_size < 1) fail("world_size must be >= 1, found " + std::to_string(o.world_size));
-  if (o.rank < 0 || o.rank >= o.world_size) {
-    fail("rank must be in [0, world_size = " + std::to_string(o.world_size) + "), found " +
-         std::to_string(o.rank));
-  }
-  if (!(o.max_skip_fraction >= 0 && o.max_skip_fraction <= 1)) {
-    fail(n.max_skip_fraction + " must be in [0, 1], found " + std::to_string(o.max_skip_fraction));
-  }
-  o.interleave.validate();
 }
 
 // ---- Draw order ---------------------------------------------------------------------------------
@@ -214,89 +139,6 @@ class Drawer {
   std::vector<Perm> perms_;
 };
 
-[[noreturn]] void cursor_error(const std::string& where, const std::string& msg) {
-  throw CheckpointError(where + ": data loader cursor: " + msg);
-}
-
-// ---- Data identity ------------------------------------------------------------------------------
-
-/// The shortest decimal that reads back as `v` ("1", "0.1"), so equal weights print equal.
-std::string exact(double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
-
-std::string flag(bool b) { return b ? "true" : "false"; }
-
-std::string first_name(InterleaveOptions::First f) {
-  switch (f) {
-    case InterleaveOptions::First::kText:
-      return "text";
-    case InterleaveOptions::First::kSpeech:
-      return "speech";
-    case InterleaveOptions::First::kRandom:
-      break;
-  }
-  return "random";
-}
-
-/// LoaderCursor::identity of a loader whose sources have `counts` items.
-std::map<std::string, std::string> data_identity(const LoaderOptions& o,
-                                                 const std::vector<int64_t>& counts) {
-  std::map<std::string, std::string> id;
-  for (size_t i = 0; i < o.sources.size(); ++i) {
-    const std::string at = "sources[" + std::to_string(i) + "].";
-    id[at + "name"] = o.sources[i].name;
-    id[at + "kind"] = o.sources[i].kind;
-    id[at + "weight"] = exact(o.sources[i].weight);
-    id[at + "items"] = std::to_string(counts[i]);
-  }
-  id["pack.context"] = std::to_string(o.pack.context);
-  id["pack.pad_to_context"] = flag(o.pack.pad_to_context);
-  id["rows"] = std::to_string(o.rows);
-  id["utterance_group"] = std::to_string(o.utterance_group);
-  id["repeat"] = flag(o.repeat);
-  const InterleaveOptions& in = o.interleave;
-  id["interleave.text_words_min"] = std::to_string(in.text_words_min);
-  id["interleave.text_words_max"] = std::to_string(in.text_words_max);
-  id["interleave.speech_words_min"] = std::to_string(in.speech_words_min);
-  id["interleave.speech_words_max"] = std::to_string(in.speech_words_max);
-  id["interleave.first"] = first_name(in.first);
-  id["interleave.frame_rate"] = exact(in.frame_rate);
-  id["interleave.end_tolerance"] = exact(in.end_tolerance);
-  return id;
-}
-
-/// 16 hex digits of an FNV-1a hash of the "key=value" lines, finished with splitmix64.
-std::string fingerprint_of(const std::map<std::string, std::string>& identity) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  auto feed = [&](const std::string& text) {
-    for (const unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
-    h = (h ^ 0x0a) * 0x100000001b3ull;  // a separator no key or value ends with
-  };
-  for (const auto& [key, value] : identity) feed(key + "=" + value);
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(ld::mix64(h)));
-  return hex;
-}
-
-/// "sources[1].items: 40 then, 41 now; pack.context: 128 then, 256 now" (every key that differs).
-std::string identity_changes(const std::map<std::string, std::string>& saved,
-                             const std::map<std::string, std::string>& now) {
-  std::map<std::string, std::pair<std::string, std::string>> keys;
-  for (const auto& [k, v] : saved) keys[k].first = v;
-  for (const auto& [k, v] : now) keys[k].second = v;
-  std::string out;
-  for (const auto& [k, v] : keys) {
-    if (saved.count(k) && now.count(k) && v.first == v.second) continue;
-    out += (out.empty() ? "" : "; ") + k + ": " +
-           (saved.count(k) ? "'" + v.first + "'" : "nothing") + " then, " +
-           (now.count(k) ? "'" + v.second + "'" : "nothing") + " now";
-  }
-  return out;
-}
-
 /// What a loader stamps on its cursors.
 struct Identity {
   std::map<std::string, std::string> values;
@@ -318,152 +160,6 @@ LoaderCursor make_cursor(const LoaderOptions& o, const Identity& id, const DrawS
 }
 
 }  // namespace
-
-// ---- LoaderOptions ------------------------------------------------------------------------------
-
-FeatureFn cache_features(const FeatureCache& cache) {
-  return [cache](const Utterance& u) { return cache.get(u.id); };
-}
-
-LoaderOptions LoaderOptions::from_config(const config::SaladConfig& cfg, bool train,
-                                         std::shared_ptr<const text::Tokenizer> tokenizer,
-                                         FeatureFn features, double frame_rate,
-                                         int64_t feature_dim) {
-  LoaderOptions o;
-  for (const config::SourceConfig& s : train ? cfg.data.train : cfg.data.valid) {
-    o.sources.push_back({s.name, s.kind, s.path, s.weight});
-  }
-  o.tokenizer = std::move(tokenizer);
-  o.features = std::move(features);
-  o.interleave = InterleaveOptions::from_config(cfg.data, frame_rate);
-  o.pack.context = cfg.data.context;
-  o.pack.feature_dim = feature_dim;
-  o.pack.codes = cfg.encoder.output == "codes";
-  o.rows = cfg.train.micro_batch_sequences;
-  o.utterance_group = cfg.data.utterance_group;
-  o.prefetch = cfg.data.prefetch;
-  o.workers = cfg.data.workers;
-  o.seed = static_cast<uint64_t>(cfg.run.seed);
-  o.rank = env_rank();
-  o.world_size = env_world_size();
-  o.repeat = train;
-  o.max_skip_fraction = cfg.data.max_skip_fraction;
-  FieldNames n;
-  n.sources = train ? "data.train" : "data.valid";
-  n.rows = "train.micro_batch_sequences";
-  n.utterance_group = "data.utterance_group";
-  n.prefetch = "data.prefetch";
-  n.workers = "data.workers";
-  n.max_skip_fraction = "data.max_skip_fraction";
-  n.context = "data.context";
-  check_options(o, n);
-  return o;
-}
-
-void LoaderOptions::validate() const { check_options(*this, FieldNames{}); }
-
-// ---- LoaderCursor -------------------------------------------------------------------------------
-
-constexpr int kCursorVersion = 2;
-
-std::string LoaderCursor::to_json() const {
-  json j;
-  j["format"] = "salad-loader-cursor";
-  j["version"] = kCursorVersion;
-  j["seed"] = seed;
-  j["rank"] = rank;
-  j["world_size"] = world_size;
-  j["draws"] = draws;
-  j["skip_parts"] = skip_parts;
-  j["sources"] = json::array();
-  for (const SourceCursor& s : sources)
-    j["sources"].push_back({{"epoch", s.epoch}, {"index", s.index}});
-  j["fingerprint"] = fingerprint;
-  j["identity"] = identity;
-  return j.dump();
-}
-
-LoaderCursor LoaderCursor::from_json(const std::string& text, const std::string& where) {
-  auto fail = [&](const std::string& msg) { cursor_error(where, msg); };
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(std::string("not valid JSON: ") + e.what());
-  }
-  if (!j.is_object()) fail("expected a JSON object, found " + std::string(j.type_name()));
-  auto found = [](const json& o, const char* key) {
-    return o.contains(key) ? o.at(key).dump().substr(0, 80) : std::string("nothing");
-  };
-  if (!j.contains("format") || !j.at("format").is_string() ||
-      j.at("format").get<std::string>() != "salad-loader-cursor") {
-    fail("expected \"format\": \"salad-loader-cursor\", found " + found(j, "format"));
-  }
-  if (!j.contains("version") || !j.at("version").is_number_integer()) {
-    fail("\"version\": expected an integer, found " + found(j, "version"));
-  }
-  if (j.at("version") != kCursorVersion) {
-    fail("version " + j.at("version").dump() + " is not supported: this build reads version " +
-         std::to_string(kCursorVersion) +
-         " only (version 1 has no data fingerprint; resume without the data cursor to start the "
-         "data stream afresh)");
-  }
-  auto integer = [&](const json& o, const char* key, const std::string& at) -> int64_t {
-    if (!o.contains(key) || !o.at(key).is_number_integer()) {
-      fail(at + "\"" + key + "\": expected an integer, found " + found(o, key));
-    }
-    if (o.at(key).is_number_unsigned() && o.at(key).get<uint64_t>() > INT64_MAX) {
-      fail(at + "\"" + key + "\": out of range, found " + o.at(key).dump());
-    }
-    const int64_t v = o.at(key).get<int64_t>();
-    if (v < 0) fail(at + "\"" + key + "\": expected >= 0, found " + std::to_string(v));
-    return v;
-  };
-  LoaderCursor c;
-  if (!j.contains("seed") || !j.at("seed").is_number_unsigned()) {
-    fail("\"seed\": expected an unsigned integer, found " + found(j, "seed"));
-  }
-  c.seed = j.at("seed").get<uint64_t>();
-  c.rank = integer(j, "rank", "");
-  c.world_size = integer(j, "world_size", "");
-  c.draws = integer(j, "draws", "");
-  c.skip_parts = integer(j, "skip_parts", "");
-  if (!j.contains("sources") || !j.at("sources").is_array()) {
-    fail("\"sources\": expected a list of {epoch, index}, found " + found(j, "sources"));
-  }
-  const json& sources = j.at("sources");
-  for (size_t i = 0; i < sources.size(); ++i) {
-    const json& s = sources.at(i);
-    const std::string at = "sources[" + std::to_string(i) + "].";
-    if (!s.is_object()) fail(at.substr(0, at.size() - 1) + ": expected {epoch, index}");
-    c.sources.push_back({integer(s, "epoch", at), integer(s, "index", at)});
-  }
-  if (!j.contains("fingerprint") || !j.at("fingerprint").is_string()) {
-    fail("\"fingerprint\": expected a string, found " + found(j, "fingerprint"));
-  }
-  c.fingerprint = j.at("fingerprint").get<std::string>();
-  if (!j.contains("identity") || !j.at("identity").is_object()) {
-    fail("\"identity\": expected an object of strings, found " + found(j, "identity"));
-  }
-  for (const auto& [key, value] : j.at("identity").items()) {
-    if (!value.is_string()) {
-      fail("\"identity\".\"" + key + "\": expected a string, found " + value.dump());
-    }
-    c.identity[key] = value.get<std::string>();
-  }
-  return c;
-}
-
-bool LoaderCursor::operator==(const LoaderCursor& o) const {
-  if (sources.size() != o.sources.size()) return false;
-  for (size_t i = 0; i < sources.size(); ++i) {
-    if (sources[i].epoch != o.sources[i].epoch || sources[i].index != o.sources[i].index) {
-      return false;
-    }
-  }
-  return draws == o.draws && skip_parts == o.skip_parts && seed == o.seed && rank == o.rank &&
-         world_size == o.world_size && fingerprint == o.fingerprint && identity == o.identity;
-}
 
 // ---- Loader -------------------------------------------------------------------------------------
 
@@ -805,8 +501,8 @@ Loader::Loader(LoaderOptions o, const LoaderCursor& start) : o_(std::move(o)) {
   }
   const std::vector<int64_t> counts = State::item_counts(sources);
   Identity identity;
-  identity.values = data_identity(o_, counts);
-  identity.fingerprint = fingerprint_of(identity.values);
+  identity.values = ld::data_identity(o_, counts);
+  identity.fingerprint = ld::fingerprint_of(identity.values);
   // The draw state to start from: the beginning, or a checkpoint's cursor made by a loader
   // with the same identity (another seed, rank, source list, item count or packing would visit
   // or build other items).
@@ -829,7 +525,7 @@ Loader::Loader(LoaderOptions o, const LoaderCursor& start) : o_(std::move(o)) {
       differs("world size", std::to_string(start.world_size), std::to_string(o_.world_size));
     }
     if (start.fingerprint != identity.fingerprint) {
-      std::string changes = identity_changes(start.identity, identity.values);
+      std::string changes = ld::identity_changes(start.identity, identity.values);
       if (changes.empty()) changes = "the saved cursor does not list its values";
       throw CheckpointError(
           "data loader cursor: the data sources or loader options changed since the cursor was "

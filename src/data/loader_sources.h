@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -105,5 +106,17 @@ class Source {
   std::vector<Line> lines_;
   bool jsonl_ = false;
 };
+
+// ---- Data identity (loader_cursor.cpp) ----
+
+/// LoaderCursor::identity of a loader whose sources have `counts` items: every option and source
+/// property that changes the stream of batches ("sources[0].items" -> "40", "pack.context", ...).
+std::map<std::string, std::string> data_identity(const LoaderOptions& o,
+                                                 const std::vector<int64_t>& counts);
+/// 16 hex digits hashing the identity.
+std::string fingerprint_of(const std::map<std::string, std::string>& identity);
+/// "sources[1].items: '40' then, '41' now; ..." for every key that differs.
+std::string identity_changes(const std::map<std::string, std::string>& saved,
+                             const std::map<std::string, std::string>& now);
 
 }  // namespace salad::data::loader_detail
