@@ -189,6 +189,13 @@ std::vector<Batch> take(Loader& l, int n, std::vector<LoaderCursor>* cursors = n
   return out;
 }
 
+/// The cursor of a fresh loader after `n` batches (the loader is gone when it returns).
+LoaderCursor cursor_after(const LoaderOptions& o, int n) {
+  Loader l(o);
+  take(l, n);
+  return l.cursor();
+}
+
 std::vector<std::string> names(const std::vector<Batch>& batches) {
   std::vector<std::string> n;
   for (const Batch& b : batches)
@@ -274,12 +281,7 @@ TEST(LoaderTest, ResumesExactlyFromCursorJson) {
 
 TEST(LoaderTest, CursorOfAnotherRunIsRejected) {
   const Fixture& f = fixture();
-  LoaderCursor c;
-  {
-    Loader l(f.options(1));
-    take(l, 2);
-    c = l.cursor();
-  }
+  LoaderCursor c = cursor_after(f.options(1), 2);
   EXPECT_GT(c.draws, 0);
   LoaderOptions o = f.options(1);
   o.seed = 5;
@@ -820,12 +822,7 @@ TEST(LoaderTest, TeacherRowsFitTheContext) {
 
 TEST(LoaderTest, CursorOfChangedDataOrOptionsIsRejectedNamingTheChange) {
   const Fixture& f = fixture();
-  LoaderCursor c;
-  {
-    Loader l(f.options(1));
-    take(l, 2);
-    c = l.cursor();
-  }
+  LoaderCursor c = cursor_after(f.options(1), 2);
   EXPECT_EQ(c.fingerprint.size(), 16u);
   EXPECT_EQ(c.identity.at("sources[1].items"), "40");
   EXPECT_EQ(c.identity.at("sources[0].kind"), "speech");
