@@ -9,11 +9,15 @@ packages=(
   g++ cmake ninja-build ccache pkg-config libgtest-dev googletest
   # tensors: LibTorch 1.13 on OpenBLAS built with OpenMP (the pthread build fights torch's pool)
   libtorch-dev libopenblas0-openmp
+  # c10d Gloo backend headers (ProcessGroupGloo.hpp includes <gloo/...>)
+  libgloo-dev
   # text, audio, config, logging, CLI
   libsentencepiece-dev libpcre2-dev libutf8proc-dev libsndfile1-dev libsoxr-dev flite1-dev
   libyaml-cpp-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   # tools the scripts use (the LibTorch 2.x compile check unpacks .debs)
   dpkg-dev ca-certificates
+  # scripts/plot_run.py (metrics.jsonl -> PNG curves)
+  python3-matplotlib
 )
 
 SUDO=""
