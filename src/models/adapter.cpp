@@ -9,6 +9,7 @@
 
 #include "salad/core/config.h"
 #include "salad/core/error.h"
+#include "salad/models/checkpointing.h"
 
 namespace salad::models {
 
@@ -185,8 +186,11 @@ at::Tensor AdapterImpl::forward(const at::Tensor& features, const at::Tensor& le
   const at::Tensor mask = pos < lengths.to(device).unsqueeze(1);                // [S, F]
   const Rotary rot = rotary_embedding(pos, o_.hidden_size / o_.num_heads, o_.rope_theta, dtype);
   const at::Tensor allowed = attention_allowed(S, F, mask, {}, device, o_.causal);  // [S,1,F,F]
-  for (const auto& layer : *layers) {
-    h = layer->as<DecoderBlock>()->forward(h, rot, allowed);  // [S, F, Da]
+  const bool checkpoint = activation_checkpointing_ && is_training() && at::GradMode::is_enabled();
+  for (size_t i = 0; i < layers->size(); ++i) {
+    DecoderBlock layer(layers->ptr<DecoderBlockImpl>(i));
+    h = checkpoint ? checkpointed_block(layer, h, rot, allowed)
+                   : layer->forward(h, rot, allowed);  // [S, F, Da]
   }
   return out_proj(norm(h));  // [S, F, D]
 }

@@ -9,6 +9,7 @@
 #include "salad/core/config.h"
 #include "salad/core/error.h"
 #include "salad/core/safetensors.h"
+#include "salad/models/checkpointing.h"
 #include "salad/models/weight_loader.h"
 
 namespace salad::models {
@@ -246,8 +247,11 @@ Qwen2Output Qwen2Impl::forward_hidden(const Qwen2Input& in, bool keep_layer_outp
   const at::Tensor allowed =
       attention_allowed(B, T, in.attention_mask, in.document_ids, h.device());
   Qwen2Output out;
-  for (const auto& layer : *model->layers) {
-    h = layer->as<DecoderBlock>()->forward(h, rot, allowed);  // [B, T, D]
+  const bool checkpoint = activation_checkpointing_ && is_training() && at::GradMode::is_enabled();
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    DecoderBlock layer(model->layers->ptr<DecoderBlockImpl>(i));
+    h = checkpoint ? checkpointed_block(layer, h, rot, allowed)
+                   : layer->forward(h, rot, allowed);  // [B, T, D]
     if (keep_layer_outputs) out.layer_outputs.push_back(h);
   }
   out.hidden = model->norm(h);

@@ -69,6 +69,16 @@ class AdapterImpl : public torch::nn::Module {
 
   const AdapterOptions& options() const { return o_; }
 
+  /// Activation checkpointing per adapter layer (off by default). When on, and the module is in
+  /// training mode and grad mode is enabled, forward keeps only each layer's input and recomputes
+  /// the layer's internals (attention scores, MLP activations, ...) in backward: activation
+  /// memory of one layer's internals plus the layer inputs instead of all layers' internals, for
+  /// one more forward of every layer. Outputs and gradients are unchanged. See
+  /// salad/models/checkpointing.h for the contract (no double backward; backward accumulates
+  /// into every layer parameter it reaches).
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
+
   torch::nn::Linear in_proj{nullptr};              ///< null for codes
   torch::nn::ModuleList code_embeddings{nullptr};  ///< codes only: n_q Embedding tables
   torch::nn::ModuleList layers{nullptr};
@@ -79,6 +89,7 @@ class AdapterImpl : public torch::nn::Module {
 
  private:
   AdapterOptions o_;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(Adapter);
 

@@ -97,11 +97,22 @@ class Qwen2Impl : public torch::nn::Module {
 
   const Qwen2Options& options() const { return o_; }
 
+  /// Activation checkpointing per decoder layer (off by default). When on, and the module is in
+  /// training mode and grad mode is enabled, forward_hidden keeps only each layer's input and
+  /// recomputes the layer's internals (attention scores, MLP activations, ...) in backward:
+  /// activation memory of one layer's internals plus the L layer inputs instead of all L layers'
+  /// internals, for one more forward of every layer. Outputs and gradients are unchanged. See
+  /// salad/models/checkpointing.h for the contract (no double backward; backward accumulates
+  /// into every layer parameter it reaches).
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
+
   Qwen2Model model{nullptr};
   torch::nn::Linear lm_head{nullptr};  ///< null when tie_word_embeddings
 
  private:
   Qwen2Options o_;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(Qwen2);
 
