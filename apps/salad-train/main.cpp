@@ -4,6 +4,9 @@
 #include "common/app.h"
 #include "salad/core/blas_info.h"
 #include "salad/core/config.h"
+#include "salad/core/logging.h"
+#include "salad/dist/comm.h"
+#include "salad/train/trainer.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"salad-train: train a SALAD speech-text model from a YAML recipe"};
@@ -34,9 +37,18 @@ int main(int argc, char** argv) {
     salad::setup_logging({cfg.run.log_level, -1, cfg.run.log_all_ranks, ""});
     salad::configure_threads(static_cast<int>(cfg.run.threads));
     salad::log_blas_info();
-    throw salad::Error(
-        "stage '" + cfg.run.stage +
-        "' training is not available yet: the trainer lands with issue #6 (salad-train: Stage I "
-        "trainer); this build can only --dump-config");
+    if (cfg.run.stage == "2") {
+      throw salad::ConfigError(
+          "run.stage = 2: Stage II (active selection + synthesis) lands with issue #7; this build "
+          "trains stages text and 1");
+    }
+    auto comm = std::make_shared<salad::dist::Comm>(salad::dist::CommOptions::from_env(cfg.dist));
+    salad::train::install_stop_handlers();
+    salad::train::Trainer trainer(cfg, salad::train::build_parts(cfg), comm);
+    const auto result = trainer.run(resume);
+    if (result.interrupted) return 128 + result.signal;
+    spdlog::info("train: done at step {} ({} skipped); run folder {}", result.step,
+                 result.skipped_steps, cfg.run.dir.string());
+    return salad::kExitOk;
   });
 }

@@ -27,6 +27,7 @@ struct RunConfig {
   std::string log_level = "info";  ///< trace | debug | info | warn | error
   bool log_all_ranks = false;      ///< non-zero ranks log at info too (default: warn and up)
   int64_t threads = 0;             ///< intra-op threads; 0 = LibTorch's default
+  std::string device = "auto";     ///< auto | cpu | cuda | cuda:N
 
   template <class V>
   void visit(V& v) {
@@ -38,6 +39,8 @@ struct RunConfig {
              "Console log level of rank 0.");
     v("log_all_ranks", log_all_ranks, "Let ranks other than 0 log at log_level (else warn).");
     v("threads", threads, "Intra-op CPU threads (0: every CPU the process may use).");
+    v("device", device,
+      "auto (cuda:LOCAL_RANK when CUDA is available, else cpu) | cpu | cuda | cuda:N.");
   }
 };
 
@@ -116,8 +119,8 @@ struct AdapterConfig {
   int64_t intermediate_size = 2560;
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-5;
-  bool causal = true;         ///< causal self-attention inside a speech segment
-  double init_std = 0.02;     ///< normal init of the projections and markers
+  bool causal = true;            ///< causal self-attention inside a speech segment
+  double init_std = 0.02;        ///< normal init of the projections and markers
   int64_t codebook_size = 2048;  ///< encoder.output=codes: entries per codebook
 
   template <class V>
@@ -164,10 +167,10 @@ struct DataConfig {
   int64_t speech_words_min = 5;
   int64_t speech_words_max = 15;
   std::string first_modality = "random";  ///< random | text | speech
-  int64_t utterance_group = 8;  ///< untimed utterances chained into one document
-  int64_t prefetch = 4;             ///< batches prepared ahead
-  int64_t workers = 2;              ///< loader threads
-  double max_skip_fraction = 0.05;  ///< more skipped items than this is an error
+  int64_t utterance_group = 8;            ///< untimed utterances chained into one document
+  int64_t prefetch = 4;                   ///< batches prepared ahead
+  int64_t workers = 2;                    ///< loader threads
+  double max_skip_fraction = 0.05;        ///< more skipped items than this is an error
 
   template <class V>
   void visit(V& v) {
@@ -267,6 +270,7 @@ struct DistConfig {
   std::string backend = "auto";  ///< auto | nccl | gloo
   double timeout_s = 600.0;
   bool zero1 = false;
+  double bucket_mb = 25.0;  ///< gradient all-reduce bucket size
 
   template <class V>
   void visit(V& v) {
@@ -274,6 +278,7 @@ struct DistConfig {
              "Process group backend (auto: NCCL with CUDA, else Gloo).");
     v("timeout_s", timeout_s, "Collective timeout; a dead rank ends the job after this.");
     v("zero1", zero1, "Shard optimizer state across ranks (ZeRO-1).");
+    v("bucket_mb", bucket_mb, "Gradient all-reduce bucket size in MiB (launched during backward).");
   }
 };
 
