@@ -385,21 +385,24 @@ def main():
         opt, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0)
 
     alpha, clip = opts["alpha"], o["grad_clip"]
-    secs, tps, fps, steps = [], [], [], []
+    secs, tps, fps, faults, steps = [], [], [], [], []
     for i, b in enumerate(batches):
         flops, tokens = step_flops(model, b, opts)
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         loss, kl, nll, norm = train_step(model, opt, sched, params, b, alpha, clip)
         s = time.perf_counter() - t0
+        nf = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
         warmup = i < opts["warmup"]
         print(f"step {i + 1}{' (warm-up)' if warmup else ''}: {s:.3f} s, {tokens} tokens, "
               f"{b['targets'].numel()} loss positions, loss {loss:.6f} (kl {kl / b['targets'].numel():.6f} "
               f"nll {nll / b['targets'].numel():.6f}), grad norm {norm:.6f}, {flops / 1e9:.2f} GFLOP, "
-              f"{tokens / s:.0f} tok/s", flush=True)
+              f"{tokens / s:.0f} tok/s, {nf / 1e3:.0f} k minor page faults", flush=True)
         steps.append({"seconds": s, "tokens": tokens, "flops": flops, "loss": loss,
                       "grad_norm": norm})
         if not warmup:
             secs.append(s)
+            faults.append(nf)
             tps.append(tokens / s)
             fps.append(flops / s)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -411,12 +414,14 @@ def main():
     print(f"\nPyTorch reference, {args.threads} threads: median step {statistics.median(secs):.3f} s "
           f"over {len(secs)} steps, {statistics.median(tps):.0f} tokens/s, {fl / 1e9:.1f} model "
           f"GFLOP/s, MFU {100 * fl / (peak * 1e9):.1f}% of the measured peak ({peak:.0f} GFLOP/s), "
-          f"{100 * fl / (doc_peak * 1e9):.1f}% of the idle peak ({doc_peak:.0f}), peak RSS {rss:.0f} MiB")
+          f"{100 * fl / (doc_peak * 1e9):.1f}% of the idle peak ({doc_peak:.0f}), peak RSS {rss:.0f} MiB, "
+          f"{statistics.median(faults) / 1e3:.0f} k minor page faults per step")
     result = {"impl": "pytorch", "threads": args.threads,
               "median_step_s": statistics.median(secs), "tokens_per_s": statistics.median(tps),
               "model_gflops_per_s": fl / 1e9, "gemm_peak_before": peak_before,
               "gemm_peak_after": peak_after, "mfu": fl / (peak * 1e9),
-              "mfu_idle_peak": fl / (doc_peak * 1e9), "peak_rss_mib": rss, "steps": steps}
+              "mfu_idle_peak": fl / (doc_peak * 1e9), "peak_rss_mib": rss,
+              "minor_faults_per_step": statistics.median(faults), "steps": steps}
     print("RESULT " + json.dumps(result))
 
     try:

@@ -1,10 +1,11 @@
 // The chunked SALAD loss. Shape legend: N loss positions, c positions in one chunk, Ds / Dt the
 // student / teacher hidden widths, V the vocabulary.
 //
-// Memory: the forward pass keeps only its inputs (hidden states, heads, targets) and two sums;
-// the backward pass recomputes each chunk's logits from them and writes the gradient rows of the
-// student hidden states and one [V, Ds] head-gradient buffer. Three [c, V] float32 buffers are
-// alive at the peak (docs/performance.md, "Distillation loss").
+// One pass: each chunk's student and teacher logits are formed once, give the KL and NLL sums
+// and, when gradients are wanted, the chunk's rows of d loss/d student_hidden and its share of
+// d loss/d student_head, which the forward pass keeps ([N, Ds] + [V, Ds]) for backward to scale.
+// Three [c, V] float32 buffers (four with τ ≠ 1), allocated once per call and reused by every
+// chunk, are alive at the peak (docs/performance.md, "Distillation loss").
 #include "salad/loss/distillation.h"
 
 #include <ATen/ATen.h>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -161,131 +163,171 @@ void check_inputs(const DistillationOptions& o, const at::Tensor& student_hidden
 
 // ---- the custom autograd function ----
 
-/// d(Σ_k loss_k)/dz_s for one chunk, before the 1/normalizer: [c, V] in the dtype of `zs`.
-/// Consumes `zs` and `zt_scaled` (teacher logits already divided by τ; undefined when α = 0).
-at::Tensor chunk_grad(at::Tensor zs, at::Tensor zt_scaled, const at::Tensor& y, double alpha,
-                      double tau) {
-  // NLL: (1 − α)·(p_s − onehot(y)). KL: d/dz_s of τ²·KL(p_t,τ ‖ p_s,τ) is τ·(p_s,τ − p_t,τ).
-  at::Tensor g;
-  if (alpha > 0 && tau == 1) {
-    // Both terms share p_s: g = p_s − α·p_t − (1 − α)·onehot(y), one softmax of z_s fewer.
-    g = at::softmax(zs, 1);
-    zs.reset();
-    g.sub_(at::softmax(zt_scaled, 1), alpha);
+/// Writes the logits of rows [start, start + c) of `hidden` through `head` into `out` ([c, V] in
+/// the reduction dtype), reusing its storage when the dtypes allow.
+void logits_into(at::Tensor& out, const at::Tensor& hidden, const at::Tensor& head, int64_t start,
+                 int64_t c) {
+  const at::Tensor h = hidden.narrow(0, start, c);  // [c, D]
+  if (hidden.scalar_type() == out.scalar_type()) {
+    at::mm_out(out, h, head.t());
   } else {
-    if (alpha < 1) g = at::softmax(zs, 1).mul_(1 - alpha);
+    out.copy_(at::mm(h, head.t()));  // bf16/fp16 logits, widened
+  }
+}
+
+/// The loss sums and, when asked, the gradients of the loss with respect to the student hidden
+/// states and head, all computed in one pass over the chunks: each chunk's logits are formed
+/// once, and the backward pass only scales what the forward pass stored.
+struct ChunkedResult {
+  at::Tensor kl_sum, nll_sum;  // float64 scalars
+  at::Tensor grad_hidden;      // [N, Ds] d(Σ weighted losses / normalizer)/dh; may be undefined
+  at::Tensor grad_head;        // [V, Ds]; may be undefined
+};
+
+ChunkedResult chunked_pass(const at::Tensor& hs, const at::Tensor& ws, const at::Tensor& ht,
+                           const at::Tensor& wt, const at::Tensor& targets, double alpha,
+                           double tau, int64_t chunk, double normalizer, bool want_hidden,
+                           bool want_head) {
+  const int64_t n = hs.size(0), v = ws.size(0);
+  const at::ScalarType acc = reduction_dtype(hs);
+  const auto f64 = hs.options().dtype(at::kDouble);
+  ChunkedResult r;
+  r.kl_sum = at::zeros({}, f64);
+  r.nll_sum = at::zeros({}, f64);
+  const bool grads = want_hidden || want_head;
+  // bf16/fp16 chunk contributions to the head gradient are summed in float32: rounding the
+  // running sum to 8 bits of mantissa after every chunk would lose the small ones.
+  const bool head_in_float = ws.scalar_type() != at::kFloat && ws.scalar_type() != at::kDouble;
+  if (want_hidden) r.grad_hidden = at::empty(hs.sizes(), hs.options());  // [N, Ds]
+  if (want_head) {
+    r.grad_head =
+        at::zeros(ws.sizes(), ws.options().dtype(head_in_float ? at::kFloat : ws.scalar_type()));
+  }
+  if (n == 0) return r;
+
+  // [c, V] buffers, allocated once per call and reused by every chunk (a fresh buffer per
+  // chunk costs a page fault per 4 KiB on CPU): z (logits), lp (student log-probs),
+  // lq (teacher log-probs) and, with τ ≠ 1, lpt (tempered student log-probs).
+  const int64_t rows = std::min(chunk, n);
+  const auto opts = hs.options().dtype(acc);
+  at::Tensor z_buf = at::empty({rows, v}, opts);
+  at::Tensor lp_buf = at::empty({rows, v}, opts);
+  at::Tensor lq_buf = alpha > 0 ? at::empty({rows, v}, opts) : at::Tensor();
+  at::Tensor lpt_buf = alpha > 0 && tau != 1 ? at::empty({rows, v}, opts) : at::Tensor();
+
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t c = std::min(chunk, n - s);
+    const at::Tensor y = targets.narrow(0, s, c).unsqueeze(1);  // [c, 1]
+    at::Tensor z = z_buf.narrow(0, 0, c);                       // [c, V]
+    at::Tensor lp = lp_buf.narrow(0, 0, c);
+    logits_into(z, hs, ws, s, c);
+    at::log_softmax_out(lp, z, 1);  // log p_s
+    r.nll_sum.sub_(lp.gather(1, y).sum());
+    at::Tensor g;  // [c, V] d(Σ_k loss_k)/dz_s, before 1/normalizer
     if (alpha > 0) {
-      at::Tensor d = at::softmax(zs.div_(tau), 1);
-      zs.reset();
-      d.sub_(at::softmax(zt_scaled, 1)).mul_(alpha * tau);
-      g = g.defined() ? g.add_(d) : d;
+      at::Tensor lpt = lp;  // log p_s,τ
+      if (tau != 1) {
+        lpt = lpt_buf.narrow(0, 0, c);
+        at::log_softmax_out(lpt, z.div_(tau), 1);
+      }
+      at::Tensor lq = lq_buf.narrow(0, 0, c);
+      logits_into(z, ht, wt, s, c);
+      if (tau != 1) z.div_(tau);
+      at::log_softmax_out(lq, z, 1);  // log p_t,τ
+      // τ²·KL(p_t,τ ‖ p_s,τ) = τ²·Σ_v p_t,τ·(log p_t,τ − log p_s,τ), row by row.
+      at::sub_out(z, lq, lpt);
+      lq.exp_();  // p_t,τ
+      r.kl_sum.add_(z.mul_(lq).sum(), tau * tau);
+      if (grads) {
+        // NLL: (1 − α)·(p_s − onehot(y)). KL: d/dz_s of τ²·KL is τ·(p_s,τ − p_t,τ).
+        if (tau == 1) {
+          g = lp.exp_().sub_(lq, alpha);  // p_s − α·p_t: the two terms share p_s
+        } else {
+          g = lpt.exp_().sub_(lq).mul_(alpha * tau);
+          if (alpha < 1) g.add_(lp.exp_(), 1 - alpha);
+        }
+      }
+    } else if (grads) {
+      g = lp.exp_();
+    }
+    if (!grads) continue;
+    if (alpha < 1) g.scatter_add_(1, y, at::full({c, 1}, -(1 - alpha), g.options()));
+    const at::Tensor gm = g.scalar_type() == hs.scalar_type() ? g : g.to(hs.scalar_type());
+    if (want_hidden) {
+      at::Tensor out = r.grad_hidden.narrow(0, s, c);  // [c, Ds], a contiguous block
+      at::mm_out(out, gm, ws);
+    }
+    if (want_head) {
+      const at::Tensor h = hs.narrow(0, s, c);  // [c, Ds]
+      if (head_in_float) {
+        r.grad_head.add_(at::mm(gm.t(), h));  // [V, Ds]
+      } else {
+        r.grad_head.addmm_(gm.t(), h);  // in place: no second [V, Ds] buffer
+      }
     }
   }
-  if (alpha < 1) {
-    g.scatter_add_(1, y.unsqueeze(1), at::full({y.size(0), 1}, -(1 - alpha), g.options()));
+  if (want_hidden) r.grad_hidden.div_(normalizer);
+  if (want_head) {
+    r.grad_head.div_(normalizer);
+    if (head_in_float) r.grad_head = r.grad_head.to(ws.scalar_type());
   }
-  return g;
+  return r;
 }
 
 class ChunkedDistillation : public torch::autograd::Function<ChunkedDistillation> {
  public:
   /// Returns {loss (reduction dtype), Σ τ²·KL (float64), Σ NLL (float64)}; the sums are not
-  /// differentiable. Tensor arguments come first so needs_input_grad(i) indexes them.
+  /// differentiable. Tensor arguments come first so needs_input_grad(i) indexes them. With
+  /// `grads` the gradients are computed here, in the same pass as the loss, and kept for
+  /// backward (no second pass over the [N, V] logits).
   static variable_list forward(AutogradContext* ctx, const at::Tensor& student_hidden,
                                const at::Tensor& student_head, const at::Tensor& teacher_hidden,
                                const at::Tensor& teacher_head, const at::Tensor& targets,
-                               double alpha, double tau, int64_t chunk, double normalizer) {
-    const int64_t n = student_hidden.size(0);
-    const at::ScalarType acc = reduction_dtype(student_hidden);
-    const auto f64 = student_hidden.options().dtype(at::kDouble);
-    at::Tensor kl_sum = at::zeros({}, f64);
-    at::Tensor nll_sum = at::zeros({}, f64);
-    for (int64_t s = 0; s < n; s += chunk) {
-      const int64_t c = std::min(chunk, n - s);
-      const at::Tensor y = targets.narrow(0, s, c);                           // [c]
-      at::Tensor zs = chunk_logits(student_hidden, student_head, s, c, acc);  // [c, V]
-      at::Tensor log_ps = at::log_softmax(zs, 1);                             // [c, V]
-      nll_sum.sub_(log_ps.gather(1, y.unsqueeze(1)).sum());
-      if (alpha > 0) {
-        if (tau != 1) log_ps = at::log_softmax(zs.div_(tau), 1);
-        zs.reset();
-        at::Tensor zt = chunk_logits(teacher_hidden, teacher_head, s, c, acc);  // [c, V]
-        if (tau != 1) zt.div_(tau);
-        at::Tensor log_pt = at::log_softmax(zt, 1);
-        zt.reset();
-        kl_sum.add_(kl_rows(std::move(log_pt), std::move(log_ps)).sum(), tau * tau);
-      }
-    }
+                               double alpha, double tau, int64_t chunk, double normalizer,
+                               bool grads) {
+    ChunkedResult r = chunked_pass(
+        student_hidden, student_head, teacher_hidden, teacher_head, targets, alpha, tau, chunk,
+        normalizer, grads && student_hidden.requires_grad(), grads && student_head.requires_grad());
     // Terms with weight 0 stay out of the loss, so a non-finite term cannot poison it (0·inf).
-    at::Tensor total = at::zeros({}, f64);
-    if (alpha > 0) total.add_(kl_sum, alpha);
-    if (alpha < 1) total.add_(nll_sum, 1 - alpha);
-    at::Tensor loss = total.div_(normalizer).to(acc);
-
-    ctx->save_for_backward({student_hidden, student_head, teacher_hidden, teacher_head, targets});
-    ctx->saved_data["alpha"] = alpha;
-    ctx->saved_data["tau"] = tau;
-    ctx->saved_data["chunk"] = chunk;
-    ctx->saved_data["normalizer"] = normalizer;
-    ctx->mark_non_differentiable({kl_sum, nll_sum});
-    return {loss, kl_sum, nll_sum};
+    at::Tensor total = at::zeros({}, r.kl_sum.options());
+    if (alpha > 0) total.add_(r.kl_sum, alpha);
+    if (alpha < 1) total.add_(r.nll_sum, 1 - alpha);
+    at::Tensor loss = total.div_(normalizer).to(reduction_dtype(student_hidden));
+    ctx->saved_data["grad_hidden"] = r.grad_hidden;
+    ctx->saved_data["grad_head"] = r.grad_head;
+    ctx->mark_non_differentiable({r.kl_sum, r.nll_sum});
+    return {loss, r.kl_sum, r.nll_sum};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& hs = saved[0];  // [N, Ds]
-    const at::Tensor& ws = saved[1];  // [V, Ds]
-    const at::Tensor& ht = saved[2];  // [N, Dt]; a placeholder when alpha = 0
-    const at::Tensor& wt = saved[3];  // [V, Dt]; a placeholder when alpha = 0
-    const at::Tensor& targets = saved[4];
-    const double alpha = ctx->saved_data["alpha"].toDouble();
-    const double tau = ctx->saved_data["tau"].toDouble();
-    const int64_t chunk = ctx->saved_data["chunk"].toInt();
-    const double normalizer = ctx->saved_data["normalizer"].toDouble();
-    const bool want_hidden = ctx->needs_input_grad(0);
-    const bool want_head = ctx->needs_input_grad(1);
-
-    const int64_t n = hs.size(0);
-    const at::ScalarType acc = reduction_dtype(hs);
-    // A 0-dim tensor, not a double: reading grad_output on the host would sync the device.
-    const at::Tensor scale = grad_outputs[0].to(acc) / normalizer;
+    // The stored gradients are of the loss itself: scaled in place by the incoming gradient (a
+    // 0-dim tensor: on CPU a factor of exactly 1 is skipped; on a GPU reading it would sync)
+    // and handed over, so no second [V, Ds] buffer exists. A second backward through a
+    // retained graph therefore has nothing left to return.
+    auto take = [&](const char* key, const char* input) {
+      auto it = ctx->saved_data.find(key);
+      if (it == ctx->saved_data.end()) {
+        throw std::logic_error(
+            std::string("distillation loss: a second backward through the same loss (") + input +
+            "); its gradients are computed by the forward pass and handed over by the first "
+            "backward, so retain_graph=True cannot reuse them: recompute the loss");
+      }
+      at::Tensor t = it->second.toTensor();
+      ctx->saved_data.erase(it);
+      if (!t.defined()) {
+        throw std::logic_error(std::string("distillation loss: backward needs the gradient of ") +
+                               input + " but the forward pass ran with gradients disabled");
+      }
+      const at::Tensor& go = grad_outputs[0];
+      if (go.is_cpu() && go.item<double>() == 1.0) return t;
+      return t.mul_(go.to(t.scalar_type()));
+    };
     at::Tensor grad_hidden, grad_head;
-    if (want_hidden) grad_hidden = at::empty(hs.sizes(), hs.options());  // [N, Ds], contiguous
-    // bf16/fp16 chunk contributions are summed in float32: rounding the running sum to 8 bits
-    // of mantissa after every chunk would lose the small ones.
-    const bool head_in_float = ws.scalar_type() != at::kFloat && ws.scalar_type() != at::kDouble;
-    if (want_head) {
-      grad_head =
-          at::zeros(ws.sizes(), ws.options().dtype(head_in_float ? at::kFloat : ws.scalar_type()));
-    }
-    for (int64_t s = 0; s < n && (want_hidden || want_head); s += chunk) {
-      const int64_t c = std::min(chunk, n - s);
-      at::Tensor zt;
-      if (alpha > 0) {
-        zt = chunk_logits(ht, wt, s, c, acc);  // [c, V]
-        if (tau != 1) zt.div_(tau);
-      }
-      at::Tensor g = chunk_grad(chunk_logits(hs, ws, s, c, acc), std::move(zt),
-                                targets.narrow(0, s, c), alpha, tau);  // [c, V]
-      g.mul_(scale);
-      if (g.scalar_type() != hs.scalar_type()) g = g.to(hs.scalar_type());
-      const at::Tensor h = hs.narrow(0, s, c);  // [c, Ds]
-      if (want_hidden) {
-        at::Tensor rows = grad_hidden.narrow(0, s, c);  // [c, Ds], a contiguous block
-        at::mm_out(rows, g, ws);
-      }
-      if (want_head) {
-        if (head_in_float) {
-          grad_head.add_(at::mm(g.t(), h));  // [V, Ds]
-        } else {
-          grad_head.addmm_(g.t(), h);  // in place: no second [V, Ds] buffer
-        }
-      }
-    }
-    if (want_head && head_in_float) grad_head = grad_head.to(ws.scalar_type());
+    if (ctx->needs_input_grad(0)) grad_hidden = take("grad_hidden", "student_hidden");
+    if (ctx->needs_input_grad(1)) grad_head = take("grad_head", "student_head");
     // One entry per forward argument; the teacher, targets and the scalars get none.
     return {grad_hidden,  grad_head,    at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -336,7 +378,7 @@ LossParts DistillationLoss::operator()(const at::Tensor& student_hidden,
   const variable_list out = ChunkedDistillation::apply(
       student_hidden, student_head, use_teacher ? teacher_hidden : no_teacher,
       use_teacher ? teacher_head : no_teacher, targets, o_.alpha, o_.temperature, o_.chunk_size,
-      normalizer);
+      normalizer, at::GradMode::is_enabled());
   LossParts parts;
   parts.loss = out[0];
   parts.kl_sum = out[1].detach();

@@ -81,6 +81,20 @@ void FlatParams::rebind_grads() {
 
 void FlatParams::zero_grad() { grads_.zero_(); }
 
+double FlatParams::grad_norm() const {
+  torch::NoGradGuard no_grad;
+  // at::norm of a large float32 CPU tensor accumulates in float32 (LibTorch 1.13): 4e-3 relative
+  // error at 43 M elements. The squares are summed in float64 instead, a block at a time so the
+  // float64 copy stays small (8 MiB on CPU, 128 MiB on a GPU, where launches cost more).
+  const int64_t block = grads_.is_cuda() ? (int64_t{1} << 24) : (int64_t{1} << 20);
+  at::Tensor sum = at::zeros({}, grads_.options().dtype(at::kDouble));
+  for (int64_t s = 0; s < padded_; s += block) {
+    const at::Tensor d = grads_.narrow(0, s, std::min(block, padded_ - s)).to(at::kDouble);
+    sum.add_(at::dot(d, d));
+  }
+  return std::sqrt(sum.item<double>());
+}
+
 int64_t FlatParams::group_numel(const std::string& group) const {
   int64_t n = 0;
   for (const auto& s : segments_) {

@@ -302,8 +302,7 @@ StepStats Trainer::Impl::step(std::vector<data::Batch>& micro) {
   // One host sync per step: the norm decides skip and clip, the sums are logged.
   at::Tensor sums = at::stack({kl_sum, nll_sum});
   comm->all_reduce_sum(sums);
-  const at::Tensor norm_t = flat->grads().norm(2).to(at::kDouble);
-  const double norm = norm_t.item<double>();
+  const double norm = flat->grad_norm();
   const auto host = sums.cpu();
   s.kl = global_positions > 0 ? host[0].item<double>() / global_positions : 0.0;
   s.nll = global_positions > 0 ? host[1].item<double>() / global_positions : 0.0;

@@ -373,6 +373,45 @@ TEST(DistillationLoss, PeakMemoryIsChunkBounded) {
   EXPECT_LE(chunked * 4, naive) << "chunked " << chunked << " vs naive " << naive;
 }
 
+TEST(DistillationLoss, IncomingGradientScalesTheStoredGradients) {
+  // The forward pass computes the gradients; backward only scales them by d out/d loss and
+  // hands them over, so a second backward through a retained graph is refused by name.
+  const Problem p = make_problem(9, 6, 5, 17, at::kDouble, 11);
+  const DistillationLoss loss = make_loss(0.6, 1.5, 4);
+  const Result once = run(loss, p, 5.0);
+  const at::Tensor hs = p.hs.detach().clone().requires_grad_();
+  const at::Tensor ws = p.ws.detach().clone().requires_grad_();
+  const at::Tensor out = loss(hs, ws, p.ht, p.wt, p.y, 5.0).loss * -2.5;
+  out.backward({}, /*retain_graph=*/true);
+  EXPECT_TRUE(all_close(hs.grad(), once.grad_hidden * -2.5, 1e-12, "x -2.5 student_hidden"));
+  EXPECT_TRUE(all_close(ws.grad(), once.grad_head * -2.5, 1e-12, "x -2.5 student_head"));
+  try {
+    out.backward();
+    ADD_FAILURE() << "a second backward through the loss was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("second backward"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DistillationLoss, NoGradForwardSkipsTheGradients) {
+  // Under NoGradGuard (validation, probing) no [V, Ds] head gradient may be allocated.
+  const int64_t n = 64, d = 64, v = 8192, chunk = 16;
+  const Problem p = make_problem(n, d, d, v, at::kFloat, 12);
+  const DistillationLoss loss = make_loss(0.5, 1.0, chunk);
+  const at::Tensor hs = p.hs.detach().clone().requires_grad_();
+  const at::Tensor ws = p.ws.detach().clone().requires_grad_();
+  auto peak = [&](bool grad) {
+    at::AutoGradMode mode(grad);
+    test::CpuMemoryCounter counter;
+    const LossParts parts = loss(hs, ws, p.ht, p.wt, p.y, 1.0 * n);
+    EXPECT_EQ(parts.loss.requires_grad(), grad);
+    return counter.peak_bytes();
+  };
+  const int64_t with = peak(true), without = peak(false);
+  EXPECT_GE(with - without, v * d * 4) << "with grads " << with << ", without " << without;
+  EXPECT_LT(without, v * d * 4) << "no-grad peak " << without << " bytes";
+}
+
 TEST(DistillationLoss, RejectsBadInputs) {
   const Problem p = make_problem(4, 8, 6, 10, at::kFloat, 11);
   const DistillationLoss loss = make_loss(0.5, 1.0, 2);

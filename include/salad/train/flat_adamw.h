@@ -66,6 +66,8 @@ class FlatParams {
   int64_t group_numel(const std::string& group) const;
 
   void zero_grad();
+  /// The L2 norm of grads(), summed in float64 (one host sync).
+  double grad_norm() const;
   /// Re-points every parameter's .grad at its view of grads() (after something replaced it).
   void rebind_grads();
   /// The trainable tensors under their names, copied out of the flat buffer (for checkpoints).
