@@ -32,6 +32,17 @@ salad_require(UTF8PROC_FOUND "utf8proc (Unicode normalisation)" libutf8proc-dev)
 pkg_check_modules(SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
 salad_require(SENTENCEPIECE_FOUND "SentencePiece" libsentencepiece-dev)
 
+# Flite (BSD-style licence): the built-in TTS backend, its English lexicon and five US voices.
+find_path(FLITE_INCLUDE_DIR flite/flite.h)
+set(SALAD_FLITE_LIBRARIES "")
+foreach(lib flite_cmu_us_kal flite_cmu_us_kal16 flite_cmu_us_awb flite_cmu_us_rms
+            flite_cmu_us_slt flite_usenglish flite_cmulex flite)
+  find_library(SALAD_LIB_${lib} ${lib})
+  salad_require(SALAD_LIB_${lib} "Flite (lib${lib})" flite1-dev)
+  list(APPEND SALAD_FLITE_LIBRARIES ${SALAD_LIB_${lib}})
+endforeach()
+salad_require(FLITE_INCLUDE_DIR "Flite headers (flite/flite.h)" flite1-dev)
+
 find_package(Threads REQUIRED)
 
 find_program(SALAD_CCACHE ccache)

@@ -16,8 +16,10 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   # tools the scripts use (the LibTorch 2.x compile check unpacks .debs)
   dpkg-dev ca-certificates
-  # scripts/plot_run.py (metrics.jsonl -> PNG curves)
+  # scripts/plot_run.py, scripts/plot_selection.py (PNG charts)
   python3-matplotlib
+  # the espeak TTS backend runs the espeak-ng program (GPL-3: a separate process, never linked)
+  espeak-ng
 )
 
 SUDO=""

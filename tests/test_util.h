@@ -15,7 +15,8 @@ namespace salad::test {
 
 namespace fs = std::filesystem;
 
-/// A fresh folder under $TMPDIR, removed with its content at scope exit.
+/// A fresh folder under $TMPDIR, removed with its content at scope exit (kept when
+/// SALAD_KEEP_TEST_DIRS is set, to look at what a test wrote).
 class TempDir {
  public:
   TempDir() {
@@ -24,6 +25,7 @@ class TempDir {
     path_ = tmpl;
   }
   ~TempDir() {
+    if (std::getenv("SALAD_KEEP_TEST_DIRS")) return;
     std::error_code ec;
     fs::remove_all(path_, ec);
   }

@@ -1,4 +1,6 @@
 // salad-train: trains a SALAD model from a YAML recipe.
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "common/app.h"
@@ -6,7 +8,12 @@
 #include "salad/core/config.h"
 #include "salad/core/logging.h"
 #include "salad/dist/comm.h"
+#include "salad/train/stage2.h"
 #include "salad/train/trainer.h"
+
+#ifndef SALAD_SCRIPTS_DIR
+#define SALAD_SCRIPTS_DIR "scripts"
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"salad-train: train a SALAD speech-text model from a YAML recipe"};
@@ -37,14 +44,24 @@ int main(int argc, char** argv) {
     salad::setup_logging({cfg.run.log_level, -1, cfg.run.log_all_ranks, ""});
     salad::configure_threads(static_cast<int>(cfg.run.threads));
     salad::log_blas_info();
-    if (cfg.run.stage == "2") {
-      throw salad::ConfigError(
-          "run.stage = 2: Stage II (active selection + synthesis) lands with issue #7; this build "
-          "trains stages text and 1");
-    }
     auto comm = std::make_shared<salad::dist::Comm>(salad::dist::CommOptions::from_env(cfg.dist));
     salad::train::install_stop_handlers();
-    salad::train::Trainer trainer(cfg, salad::train::build_parts(cfg), comm);
+    // Stage II: the selection (or a given one), then the Stage II mix from the Stage I weights.
+    salad::config::SaladConfig train_cfg = cfg;
+    std::filesystem::path stage1;
+    if (cfg.run.stage == "2") {
+      const auto manifest = salad::train::prepare_selection(cfg, *comm);
+      const auto report = salad::train::selection_dir(cfg) / "report.json";
+      if (comm->rank() == 0 && std::filesystem::exists(report)) {
+        const char* env = std::getenv("SALAD_SCRIPTS_DIR");
+        salad::train::plot_selection(report, env ? env : SALAD_SCRIPTS_DIR);
+      }
+      train_cfg = salad::train::stage2_training_config(cfg, manifest);
+      stage1 = salad::train::stage1_checkpoint(cfg.stage2.from);
+    }
+    salad::train::TrainParts parts = salad::train::build_parts(train_cfg);
+    if (!stage1.empty()) salad::train::load_stage1_weights(*parts.lm, stage1);
+    salad::train::Trainer trainer(train_cfg, parts, comm);
     const auto result = trainer.run(resume);
     if (result.interrupted) return 128 + result.signal;
     spdlog::info("train: done at step {} ({} skipped); run folder {}", result.step,

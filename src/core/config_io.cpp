@@ -248,6 +248,32 @@ void SaladConfig::validate() const {
   positive("train.max_bad_steps", train.max_bad_steps);
   non_negative("train.peak_tflops", train.peak_tflops);
   positive("dist.timeout_s", dist.timeout_s);
+  positive("stage2.embed_max_tokens", stage2.embed_max_tokens);
+  non_negative("stage2.max_texts", stage2.max_texts);
+  positive("stage2.clusters", stage2.clusters);
+  positive("stage2.kmeans_iters", stage2.kmeans_iters);
+  positive("stage2.probe_per_cluster", stage2.probe_per_cluster);
+  non_negative("stage2.gamma", stage2.gamma);
+  non_negative("stage2.budget_hours", stage2.budget_hours);
+  positive("stage2.budget_fraction", stage2.budget_fraction);
+  non_negative("stage2.natural_weight", stage2.natural_weight);
+  non_negative("stage2.synthetic_weight", stage2.synthetic_weight);
+  non_negative("stage2.text_weight", stage2.text_weight);
+  positive("tts.timeout_s", tts.timeout_s);
+  positive("tts.max_chars", tts.max_chars);
+  positive("tts.workers", tts.workers);
+  non_negative("tts.rate_wpm", tts.rate_wpm);
+  if (run.stage == "2" && stage2.from.empty()) {
+    e.push_back("key 'stage2.from' is required with run.stage = 2 (the Stage I run folder)");
+  }
+  if (run.stage == "2" && stage2.selection.empty() && stage2.corpus.empty()) {
+    e.push_back(
+        "run.stage = 2 needs 'stage2.corpus' (the text corpus to select from) or "
+        "'stage2.selection' (a ready selection manifest)");
+  }
+  if (tts.backend == "command" && tts.command.find("{out_wav}") == std::string::npos) {
+    e.push_back("key 'tts.command' must contain {out_wav} with tts.backend = command");
+  }
   if (!e.empty()) {
     std::ostringstream os;
     os << "invalid config values (" << e.size() << (e.size() == 1 ? " problem" : " problems")

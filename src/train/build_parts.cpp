@@ -76,7 +76,7 @@ c10::Device resolve_device(const std::string& device) {
   }
 }
 
-TrainParts build_parts(const config::SaladConfig& cfg) {
+ModelParts build_model(const config::SaladConfig& cfg) {
   const bool text_stage = cfg.run.stage == "text";
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
   const config::fs::path tok_path =
@@ -115,8 +115,25 @@ TrainParts build_parts(const config::SaladConfig& cfg) {
   for (const auto* list : {&cfg.data.train, &cfg.data.valid}) {
     for (const auto& s : *list) any_speech = any_speech || s.kind == "speech";
   }
-  if (any_speech) {
+  // Speech stages always get their encoder: the adapter's input width comes from it, so a
+  // checkpoint loads into a model built without speech data (salad-eval).
+  if (any_speech || !text_stage) {
     features = models::feature_source(cfg);
+    if (cfg.run.stage == "2" && !cfg.data.cache.empty()) {
+      // Stage II synthesizes speech after the cache was written: what the cache lacks is
+      // encoded on the fly (same encoder, checked against the cache by feature_source).
+      std::shared_ptr<models::SpeechEncoder> encoder = models::make_speech_encoder(cfg.encoder);
+      auto on_the_fly = models::on_the_fly_features(encoder);
+      auto cached = features.features;
+      features.features = [cached, on_the_fly](const data::Utterance& u) {
+        try {
+          return cached(u);
+        } catch (const std::exception&) {
+          return on_the_fly(u);
+        }
+      };
+      features.description += " + on the fly for utterances not in it";
+    }
     spdlog::info("features: {}", features.description);
   } else {
     features.feature_dim = 1;  // an adapter is still built (never run) so the model is whole
@@ -134,6 +151,19 @@ TrainParts build_parts(const config::SaladConfig& cfg) {
   }
   lm->to(resolve_device(cfg.run.device), at::kFloat);
 
+  ModelParts out;
+  out.lm = lm;
+  out.tokenizer = tokenizer;
+  out.features = features;
+  return out;
+}
+
+TrainParts build_parts(const config::SaladConfig& cfg) {
+  const bool text_stage = cfg.run.stage == "text";
+  ModelParts mp = build_model(cfg);
+  const std::shared_ptr<const text::Tokenizer>& tokenizer = mp.tokenizer;
+  const models::FeatureSource& features = mp.features;
+  const std::shared_ptr<models::SpeechLM>& lm = mp.lm;
   TrainParts parts;
   parts.lm = lm;
   parts.train_adapter = !text_stage;
@@ -141,6 +171,8 @@ TrainParts build_parts(const config::SaladConfig& cfg) {
   if (cfg.data.train.empty()) throw ConfigError("data.train: no training sources");
   const data::LoaderOptions train_opts = data::LoaderOptions::from_config(
       cfg, true, tokenizer, features.features, features.frame_rate, features.feature_dim);
+  parts.tokenizer = tokenizer;
+  parts.train_loader = train_opts;
   parts.train = [train_opts](const std::string& cursor) -> std::unique_ptr<BatchSource> {
     const data::LoaderCursor start =
         cursor.empty() ? data::LoaderCursor{} : data::LoaderCursor::from_json(cursor, "checkpoint");

@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "salad/audio/audio.h"
+#include "salad/data/manifest.h"
 #include "salad/train/checkpoint.h"
 #include "test_util.h"
 
@@ -19,6 +21,9 @@ namespace {
 namespace fs = std::filesystem;
 const std::string kTrain = SALAD_TRAIN_EXE;
 const std::string kExport = SALAD_EXPORT_EXE;
+const std::string kSelect = SALAD_SELECT_EXE;
+const std::string kSynth = SALAD_SYNTH_EXE;
+const std::string kEval = SALAD_EVAL_EXE;
 
 const char* kWords[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"};
 
@@ -33,7 +38,7 @@ std::string sentence(uint64_t seed, int n) {
 /// A text corpus, a word-timed speech manifest (tones per word) and the two recipes.
 struct RunFiles {
   test::TempDir dir;
-  fs::path text_cfg, speech_cfg;
+  fs::path text_cfg, speech_cfg, stage2_cfg;
 
   RunFiles() {
     const fs::path d = dir.path();
@@ -90,6 +95,21 @@ struct RunFiles {
                          "  valid: [{name: speech, kind: speech, path: speech.jsonl}]\n"
                          "train: {steps: 4, tokens_per_step: 256, micro_batch_sequences: 1, "
                          "log_every: 1, save_every: 2, eval_every: 4, peak_tflops: 0.1}\n");
+    // Stage II from run_speech: 3 clusters of the corpus, 2 probes each, ~20 s of flite speech.
+    stage2_cfg = d / "stage2.yaml";
+    test::write_text(stage2_cfg,
+                     common +
+                         "run: {dir: run_stage2, stage: \"2\", threads: 1}\n"
+                         "data:\n  context: 128\n  workers: 1\n"
+                         "  text_words_min: 2\n  text_words_max: 4\n"
+                         "  speech_words_min: 1\n  speech_words_max: 3\n"
+                         "  train: [{name: speech, kind: speech, path: speech.jsonl, weight: 2},\n"
+                         "          {name: replay, kind: text, path: corpus.txt, weight: 1}]\n"
+                         "stage2: {from: run_speech, corpus: corpus.txt, clusters: 3, "
+                         "probe_per_cluster: 2, budget_hours: 0.0055, kmeans_iters: 20}\n"
+                         "tts: {backend: flite}\n"
+                         "train: {steps: 2, tokens_per_step: 256, micro_batch_sequences: 1, "
+                         "log_every: 1, save_every: 2, eval_every: 0}\n");
   }
 };
 
@@ -130,6 +150,100 @@ TEST(TrainAppIntegration, TextThenStageOneThenResume) {
   EXPECT_NE(r.output.find("resume: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("step 6/6"), std::string::npos) << r.output;
   EXPECT_EQ(count_steps(d / "run_speech/metrics.jsonl"), 6);
+
+  // Stage II: salad-select alone (report + selected manifest within the budget), then
+  // salad-train stage 2 reuses it and trains from the Stage I branch point (step 5 of 6).
+  const std::string teacher = " --set model.llm=" + (d / "teacher").string();
+  r = test::run(kSelect + " --config " + f.stage2_cfg.string() + teacher);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path sel = d / "run_stage2/selection";
+  EXPECT_TRUE(fs::exists(sel / "report.md")) << r.output;
+  EXPECT_TRUE(fs::exists(sel / "report.png")) << "scripts/plot_selection.py: " << r.output;
+  const nlohmann::json report = nlohmann::json::parse(test::read_text(sel / "report.json"));
+  ASSERT_EQ(report["clusters"].size(), 3u) << report.dump();
+  double p_web = 0, p_target = 0;
+  for (const auto& c : report["clusters"]) {
+    p_web += c["p_web"].get<double>();
+    p_target += c["weight"].get<double>();
+    EXPECT_GT(c["m"].get<double>(), 0.0) << c.dump();
+  }
+  EXPECT_NEAR(p_web, 1.0, 1e-9);
+  EXPECT_NEAR(p_target, 1.0, 1e-9);
+  const data::Manifest m = data::read_manifest(sel / "selected/manifest.jsonl");
+  ASSERT_GE(m.utterances.size(), 2u);
+  double seconds = 0;
+  for (const auto& u : m.utterances) {
+    seconds += u.duration;
+    EXPECT_FALSE(u.words.empty()) << u.id << ": flite gives word timings";
+    EXPECT_EQ(u.source.rfind("cluster-", 0), 0u) << u.source;
+  }
+  const double budget = 0.0055 * 3600;
+  EXPECT_GE(seconds, budget);                                 // met ...
+  EXPECT_LT(seconds - m.utterances.back().duration, budget);  // ... by the last one
+  // The same seed selects the same texts (a second selection into another folder).
+  r = test::run(kSelect + " --config " + f.stage2_cfg.string() + teacher +
+                " --set stage2.out=" + (d / "sel2").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const data::Manifest m2 = data::read_manifest(d / "sel2/selected/manifest.jsonl");
+  ASSERT_EQ(m2.utterances.size(), m.utterances.size());
+  for (size_t i = 0; i < m.utterances.size(); ++i) {
+    EXPECT_EQ(m2.utterances[i].id, m.utterances[i].id) << i;
+    EXPECT_EQ(m2.utterances[i].text, m.utterances[i].text) << i;
+  }
+  EXPECT_EQ(nlohmann::json::parse(test::read_text(d / "sel2/report.json"))["clusters"],
+            report["clusters"]);
+
+  r = test::run(kTrain + " --config " + f.stage2_cfg.string() + teacher);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("selection already complete"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step-000005"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step 2/2"), std::string::npos) << r.output;
+  EXPECT_EQ(count_steps(d / "run_stage2/metrics.jsonl"), 2);
+  const std::string resolved = test::read_text(d / "run_stage2/config.resolved.yaml");
+  EXPECT_NE(resolved.find("selected"), std::string::npos);
+
+  // salad-eval on the Stage II run: a 6-item benchmark (true next words vs 3 others), contexts
+  // spoken with salad-synth, plus M and F on the speech manifest.
+  std::string texts, bench;
+  for (int i = 0; i < 6; ++i) {
+    texts +=
+        "{\"id\": \"c" + std::to_string(i) + "\", \"text\": \"" + sentence(100 + i, 8) + "\"}\n";
+    bench += "{\"id\": \"c" + std::to_string(i) + "\", \"context\": \"" + sentence(100 + i, 8) +
+             "\", \"choices\": [";
+    for (int j = 0; j < 4; ++j) {
+      bench += std::string(j ? ", " : "") + "\"" + sentence(200 + 4 * i + j, 3) + "\"";
+    }
+    bench += "], \"answer\": " + std::to_string(i % 4) + ", \"context_audio\": \"spoken/audio/c" +
+             std::to_string(i) + ".wav\"}\n";
+  }
+  test::write_text(d / "bench_texts.jsonl", texts);
+  test::write_text(d / "bench.jsonl", bench);
+  r = test::run(kSynth + " --input " + (d / "bench_texts.jsonl").string() + " --out " +
+                (d / "spoken").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  test::write_text(d / "eval.yaml",
+                   "shots: 1\nbenchmarks:\n  - {name: nextwords, path: bench.jsonl}\n"
+                   "heldout:\n  - {name: speech, kind: speech, path: speech.jsonl}\n");
+  r = test::run(kEval + " --checkpoint " + (d / "run_stage2").string() + " --benchmarks " +
+                (d / "eval.yaml").string() + " --out " + (d / "evalout").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json res = nlohmann::json::parse(test::read_text(d / "evalout/results.json"));
+  ASSERT_EQ(res["benchmarks"].size(), 1u) << res.dump();
+  const auto& modes = res["benchmarks"][0]["modes"];
+  for (const char* m : {"teacher_text", "model_text", "model_speech"}) {
+    ASSERT_TRUE(modes.contains(m)) << m;
+    EXPECT_EQ(modes[m]["scored"].get<int>(), 6) << m << " " << modes[m].dump();
+    EXPECT_GE(modes[m]["acc"].get<double>(), 0.0);
+    EXPECT_LE(modes[m]["acc"].get<double>(), 1.0);
+  }
+  EXPECT_NEAR(
+      res["benchmarks"][0]["gap"].get<double>(),
+      modes["teacher_text"]["acc"].get<double>() - modes["model_speech"]["acc"].get<double>(),
+      1e-12);
+  EXPECT_GT(res["heldout"]["aligned_positions"].get<int64_t>(), 0);
+  EXPECT_TRUE(fs::exists(d / "evalout/results.md"));
+  EXPECT_TRUE(fs::exists(d / "evalout/results.png")) << "scripts/plot_eval.py: " << r.output;
+  EXPECT_NE(r.output.find("model_speech"), std::string::npos) << r.output;
 
   // Resuming with another model shape is refused with the differences listed.
   r = test::run(kTrain + " --config " + f.speech_cfg.string() + " --set model.llm=" +

@@ -100,5 +100,32 @@ TEST(RecipesTest, Stage1For7BMatchesThePaper) {
   EXPECT_NEAR(static_cast<double>(a.parameter_count()), 122e6, 2.5e6);
 }
 
+// Stage II (§4.5): K = 128, gamma 5, a budget of 1 % of the Stage I speech, equal thirds of
+// natural, selected and replay data, 1.9 B tokens with the LR decaying linearly to 0, on top of
+// the matching Stage I recipe.
+TEST(RecipesTest, Stage2RecipesMatchThePaper) {
+  for (const char* size : {"3b", "7b"}) {
+    SCOPED_TRACE(size);
+    const SaladConfig c = load(configs_dir() / (std::string("stage2_") + size + ".yaml"));
+    const SaladConfig s1 = load(configs_dir() / (std::string("stage1_") + size + ".yaml"));
+    EXPECT_EQ(c.run.stage, "2");
+    EXPECT_EQ(c.stage2.from, s1.run.dir) << "stage 2 starts from its own Stage I run";
+    EXPECT_NE(c.run.dir, s1.run.dir);
+    EXPECT_EQ(c.model.llm, s1.model.llm);
+    EXPECT_EQ(c.adapter.hidden_size, s1.adapter.hidden_size);
+    EXPECT_EQ(c.stage2.clusters, 128);
+    EXPECT_DOUBLE_EQ(c.stage2.gamma, 5.0);
+    EXPECT_DOUBLE_EQ(c.stage2.budget_fraction, 0.01);
+    EXPECT_DOUBLE_EQ(c.stage2.budget_hours, 0.0);
+    EXPECT_DOUBLE_EQ(c.stage2.natural_weight, c.stage2.synthetic_weight);
+    EXPECT_DOUBLE_EQ(c.stage2.text_weight, c.stage2.synthetic_weight);
+    EXPECT_DOUBLE_EQ(c.loss.alpha, 1.0);
+    EXPECT_EQ(c.optim.warmup_steps, 0);
+    EXPECT_DOUBLE_EQ(c.optim.decay_fraction, 1.0);
+    EXPECT_NEAR(static_cast<double>(c.train.steps * c.train.tokens_per_step), 1.9e9, 0.01e9);
+    EXPECT_EQ(c.optim.lr_llm, s1.optim.lr_llm);
+  }
+}
+
 }  // namespace
 }  // namespace salad::config

@@ -282,6 +282,82 @@ struct DistConfig {
   }
 };
 
+/// Text-to-speech for Stage II probes and selected texts (and salad-synth).
+struct TtsConfig {
+  std::string backend = "flite";    ///< flite | espeak | command
+  std::vector<std::string> voices;  ///< cycled over items; empty: the backend's default
+  std::string command;              ///< command backend template ({text}, {out_wav}, ...)
+  std::string espeak_binary = "espeak-ng";
+  int64_t rate_wpm = 0;     ///< speaking rate; 0: the backend's default
+  double timeout_s = 60.0;  ///< per item, for external programs
+  int64_t max_chars = 2000;
+  int64_t workers = 2;  ///< parallel items for external programs
+
+  template <class V>
+  void visit(V& v) {
+    v.choice("backend", backend, {"flite", "espeak", "command"},
+             "flite: Flite's C library (default); espeak: the espeak-ng program; command: any "
+             "program given as a template.");
+    v("voices", voices,
+      "Voices cycled over items (flite: kal, kal16, awb, rms, slt; espeak: en-us, en+f3, ...).");
+    v("command", command,
+      "command backend: template with {text}, {text_file}, {out_wav}, {out_json}, {voice}.");
+    v("espeak_binary", espeak_binary, "espeak backend: the espeak-ng program.");
+    v("rate_wpm", rate_wpm, "Speaking rate in words per minute (0: the backend's default).");
+    v("timeout_s", timeout_s, "Per-item time limit of an external TTS program.");
+    v("max_chars", max_chars, "Longer texts are skipped (counted as 'text too long').");
+    v("workers", workers, "Items synthesized at once by external programs.");
+  }
+};
+
+/// Stage II: active selection of texts by the Stage I model's misalignment, synthesis, training.
+struct Stage2Config {
+  fs::path from;        ///< Stage I run folder (its branch-point checkpoint) or a checkpoint folder
+  fs::path selection;   ///< a ready selection manifest: skips selection and synthesis
+  fs::path corpus;      ///< broad text corpus to cluster (JSONL {"id","text"} or lines)
+  fs::path embeddings;  ///< external embeddings (.npy / .safetensors), one row per corpus text
+  fs::path out;         ///< selection folder (default: run.dir/selection)
+  int64_t embed_max_tokens = 512;  ///< teacher embeddings: tokens per chunk, chunks averaged
+  int64_t max_texts = 0;           ///< use the first N corpus texts (0: all)
+  int64_t clusters = 128;
+  int64_t kmeans_iters = 50;
+  bool balanced = false;
+  int64_t probe_per_cluster = 16;
+  double gamma = 5.0;
+  double budget_hours = 0.0;  ///< 0: budget_fraction of the Stage I speech hours
+  double budget_fraction = 0.01;
+  double natural_weight = 1.0;    ///< mix weight of the natural speech sources (data.train)
+  double synthetic_weight = 1.0;  ///< mix weight of the selected synthetic speech
+  double text_weight = 1.0;       ///< mix weight of the text replay sources (data.train)
+
+  template <class V>
+  void visit(V& v) {
+    v("from", from,
+      "Stage I run folder (its branch-point checkpoint is used) or one checkpoint folder.");
+    v("selection", selection,
+      "A ready selection manifest (skips clustering, probing and synthesis).");
+    v("corpus", corpus, "Broad text corpus to cluster: JSONL {id, text} or plain lines.");
+    v("embeddings", embeddings,
+      "Embeddings of the corpus from an external embedder (.npy or .safetensors 'embeddings', "
+      "one row per text); empty: the teacher's mean-pooled hidden states.");
+    v("out", out, "Selection folder (empty: run.dir/selection).");
+    v("embed_max_tokens", embed_max_tokens,
+      "Teacher embeddings: tokens per chunk of a long text (chunk means are averaged).");
+    v("max_texts", max_texts, "Use only the first N corpus texts (0: all).");
+    v("clusters", clusters, "k-means clusters K.");
+    v("kmeans_iters", kmeans_iters, "k-means iterations at most.");
+    v("balanced", balanced, "Balanced k-means assignment (cluster size at most ceil(N/K)).");
+    v("probe_per_cluster", probe_per_cluster, "Texts synthesized per cluster to measure M(c).");
+    v("gamma", gamma, "P_target(c) ~ P_web(c) * M(c)^gamma (0: uniform over the corpus).");
+    v("budget_hours", budget_hours,
+      "Synthetic speech to select, hours (0: budget_fraction of the Stage I speech hours).");
+    v("budget_fraction", budget_fraction, "Default budget as a fraction of Stage I speech hours.");
+    v("natural_weight", natural_weight, "Mix weight of the natural speech sources of data.train.");
+    v("synthetic_weight", synthetic_weight, "Mix weight of the selected synthetic speech.");
+    v("text_weight", text_weight, "Mix weight of the text replay sources of data.train.");
+  }
+};
+
 /// The root of a recipe.
 struct SaladConfig {
   RunConfig run;
@@ -293,6 +369,8 @@ struct SaladConfig {
   OptimConfig optim;
   TrainConfig train;
   DistConfig dist;
+  Stage2Config stage2;
+  TtsConfig tts;
 
   template <class V>
   void visit(V& v) {
@@ -305,6 +383,8 @@ struct SaladConfig {
     v("optim", optim, "AdamW and the learning-rate schedule.");
     v("train", train, "The training loop.");
     v("dist", dist, "Data-parallel settings.");
+    v("stage2", stage2, "Stage II: active selection, synthesis and its training mix.");
+    v("tts", tts, "Text-to-speech for Stage II and salad-synth.");
   }
 
   /// Cross-field checks (ranges, consistency); throws ConfigError listing every problem.

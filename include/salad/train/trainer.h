@@ -25,6 +25,8 @@
 #include <vector>
 
 #include "salad/core/config.h"
+#include "salad/data/loader.h"
+#include "salad/models/speech_encoder.h"
 
 namespace salad::data {
 struct Batch;
@@ -65,7 +67,21 @@ struct TrainParts {
   bool train_adapter = true;  ///< false for stage `text` (the adapter is neither trained nor saved)
   /// Student positions per micro-batch (rows × context): sets the gradient accumulation.
   int64_t micro_positions = 0;
+  /// The recipe's tokenizer and the training loader's options (features, interleaving,
+  /// packing), for tools that build other loaders from the same setup (Stage II probes).
+  std::shared_ptr<const text::Tokenizer> tokenizer;
+  std::optional<data::LoaderOptions> train_loader;
 };
+
+/// The model a recipe describes, without its data: the tokenizer, the speech features (cache or
+/// on the fly), the decoder (model.llm or a fresh model.arch initialised from run.seed), the
+/// student as its fp32 copy (not for stage `text`) and the adapter, on run.device.
+struct ModelParts {
+  std::shared_ptr<models::SpeechLM> lm;
+  std::shared_ptr<const text::Tokenizer> tokenizer;
+  models::FeatureSource features;
+};
+ModelParts build_model(const config::SaladConfig& cfg);
 
 /// Builds the parts from a recipe: tokenizer, speech features (cache or on the fly), the
 /// decoder (model.llm or a fresh model.arch initialised from run.seed), the student as its fp32
