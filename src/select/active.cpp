@@ -291,22 +291,54 @@ at::Tensor decoder_embeddings(models::Qwen2Impl& decoder, const text::Tokenizer&
   decoder.train(false);
   const c10::Device dev = decoder.parameters().front().device();
   const int64_t d = decoder.options().hidden_size;
+  // Every text's chunks, then batches of chunks of similar length (sorted by length), right-
+  // padded with an attention mask: causal attention keeps padding out of the real positions.
+  struct Chunk {
+    int64_t text, begin, length;
+  };
+  std::vector<std::vector<int64_t>> ids(texts.size());
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    ids[i] = tokenizer.encode(texts[i]);
+    const int64_t n = static_cast<int64_t>(ids[i].size());
+    for (int64_t s = 0; s < n; s += max_tokens) {
+      chunks.push_back({static_cast<int64_t>(i), s, std::min(max_tokens, n - s)});
+    }
+  }
+  std::stable_sort(chunks.begin(), chunks.end(),
+                   [](const Chunk& a, const Chunk& b) { return a.length < b.length; });
+  at::Tensor sums = at::zeros({static_cast<int64_t>(texts.size()), d}, at::kDouble);  // [N, D]
+  const int64_t budget = 8192;  // positions per forward
+  for (size_t first = 0; first < chunks.size();) {
+    const int64_t longest_cap = chunks[first].length;
+    size_t last = first;
+    while (last < chunks.size() && static_cast<int64_t>(last - first + 1) * chunks[last].length <=
+                                       std::max(budget, longest_cap)) {
+      ++last;
+    }
+    const int64_t rows = static_cast<int64_t>(last - first), t = chunks[last - 1].length;
+    std::vector<int64_t> flat(static_cast<size_t>(rows * t), 0), mask(flat.size(), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const Chunk& c = chunks[first + r];
+      const auto& src = ids[static_cast<size_t>(c.text)];
+      std::copy(src.begin() + c.begin, src.begin() + c.begin + c.length, flat.begin() + r * t);
+      std::fill(mask.begin() + r * t, mask.begin() + r * t + c.length, 1);
+    }
+    models::Qwen2Input q;
+    q.input_ids = at::tensor(flat).view({rows, t}).to(dev);  // [rows, t]
+    const at::Tensor m = at::tensor(mask).view({rows, t});   // [rows, t]
+    q.attention_mask = m.to(dev);
+    const at::Tensor h = decoder.forward_hidden(q).hidden.to(at::kDouble).cpu();  // [rows, t, D]
+    const at::Tensor per_chunk = (h * m.unsqueeze(2).to(at::kDouble)).sum(1);     // [rows, D]
+    std::vector<int64_t> owner(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) owner[r] = chunks[first + r].text;
+    sums.index_add_(0, at::tensor(owner), per_chunk);
+    first = last;
+  }
   at::Tensor out = at::zeros({static_cast<int64_t>(texts.size()), d});  // [N, D]
   for (size_t i = 0; i < texts.size(); ++i) {
-    const std::vector<int64_t> ids = tokenizer.encode(texts[i]);
-    const int64_t n = static_cast<int64_t>(ids.size());
-    if (n == 0) continue;
-    at::Tensor sum = at::zeros({d}, at::kDouble);
-    for (int64_t s = 0; s < n; s += max_tokens) {
-      const int64_t c = std::min(max_tokens, n - s);
-      models::Qwen2Input q;
-      q.input_ids = at::tensor(std::vector<int64_t>(ids.begin() + s, ids.begin() + s + c))
-                        .view({1, c})
-                        .to(dev);                             // [1, c]
-      const at::Tensor h = decoder.forward_hidden(q).hidden;  // [1, c, D]
-      sum += h[0].to(at::kDouble).sum(0).cpu();               // token-weighted: sum, then / n
-    }
-    out[static_cast<int64_t>(i)].copy_(sum / static_cast<double>(n));
+    const int64_t n = static_cast<int64_t>(ids[i].size());
+    if (n > 0) out[static_cast<int64_t>(i)].copy_(sums[static_cast<int64_t>(i)] / double(n));
   }
   decoder.train(was_training);
   return out;

@@ -95,7 +95,8 @@ struct RunFiles {
                          "  valid: [{name: speech, kind: speech, path: speech.jsonl}]\n"
                          "train: {steps: 4, tokens_per_step: 256, micro_batch_sequences: 1, "
                          "log_every: 1, save_every: 2, eval_every: 4, peak_tflops: 0.1}\n");
-    // Stage II from run_speech: 3 clusters of the corpus, 2 probes each, ~20 s of flite speech.
+    // Stage II from run_speech: 3 clusters of the 60 corpus sentences, probes of 16 (a cluster
+    // may be smaller: it is probed whole), ~20 s of flite speech.
     stage2_cfg = d / "stage2.yaml";
     test::write_text(stage2_cfg,
                      common +
@@ -106,7 +107,7 @@ struct RunFiles {
                          "  train: [{name: speech, kind: speech, path: speech.jsonl, weight: 2},\n"
                          "          {name: replay, kind: text, path: corpus.txt, weight: 1}]\n"
                          "stage2: {from: run_speech, corpus: corpus.txt, clusters: 3, "
-                         "probe_per_cluster: 2, budget_hours: 0.0055, kmeans_iters: 20}\n"
+                         "probe_per_cluster: 16, budget_hours: 0.0055, kmeans_iters: 20}\n"
                          "tts: {backend: flite}\n"
                          "train: {steps: 2, tokens_per_step: 256, micro_batch_sequences: 1, "
                          "log_every: 1, save_every: 2, eval_every: 0}\n");
@@ -166,6 +167,8 @@ TEST(TrainAppIntegration, TextThenStageOneThenResume) {
     p_web += c["p_web"].get<double>();
     p_target += c["weight"].get<double>();
     EXPECT_GT(c["m"].get<double>(), 0.0) << c.dump();
+    EXPECT_EQ(c["probe_items"].get<int64_t>(), std::min<int64_t>(16, c["size"].get<int64_t>()))
+        << c.dump();
   }
   EXPECT_NEAR(p_web, 1.0, 1e-9);
   EXPECT_NEAR(p_target, 1.0, 1e-9);
