@@ -176,18 +176,6 @@ std::map<int64_t, ClusterManifest> split_by_cluster(const fs::path& manifest) {
   return out;
 }
 
-tts::TtsOptions tts_options(const config::TtsConfig& t) {
-  tts::TtsOptions o;
-  o.backend = t.backend;
-  o.voices = t.voices;
-  o.command = t.command;
-  o.espeak_binary = t.espeak_binary;
-  o.rate_wpm = t.rate_wpm;
-  o.timeout_s = t.timeout_s;
-  o.max_chars = t.max_chars;
-  return o;
-}
-
 void add_skips(std::map<std::string, int64_t>& to, const std::map<std::string, int64_t>& from) {
   for (const auto& [k, v] : from) to[k] += v;
 }
@@ -401,7 +389,7 @@ SelectionReport run_active_selection(const SelectionInputs& in) {
   }
 
   // 3. Probe: n texts per cluster (a seeded shuffle of its members), synthesized and measured.
-  const tts::TtsOptions topts = tts_options(cfg.tts);
+  const tts::TtsOptions topts = tts::TtsOptions::from_config(cfg.tts);
   std::vector<tts::SynthItem> probe;
   std::mt19937_64 rng(static_cast<uint64_t>(cfg.run.seed) ^ 0x9e3779b97f4a7c15ULL);
   for (int64_t c = 0; c < k; ++c) {

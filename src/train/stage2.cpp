@@ -18,6 +18,7 @@
 #include "salad/train/checkpoint.h"
 #include "salad/train/trainer.h"
 #include "salad/tts/tts.h"
+#include "tts/subprocess.h"
 
 namespace salad::train {
 
@@ -104,15 +105,7 @@ select::SelectionReport run_selection(const config::SaladConfig& cfg, TrainParts
                                       const fs::path& checkpoint) {
   load_stage1_weights(*parts.lm, checkpoint);
   if (!parts.train_loader) throw std::logic_error("run_selection: parts without a loader");
-  tts::TtsOptions to;
-  to.backend = cfg.tts.backend;
-  to.voices = cfg.tts.voices;
-  to.command = cfg.tts.command;
-  to.espeak_binary = cfg.tts.espeak_binary;
-  to.rate_wpm = cfg.tts.rate_wpm;
-  to.timeout_s = cfg.tts.timeout_s;
-  to.max_chars = cfg.tts.max_chars;
-  std::unique_ptr<tts::TtsBackend> backend = tts::make_tts(to);
+  std::unique_ptr<tts::TtsBackend> backend = tts::make_tts(tts::TtsOptions::from_config(cfg.tts));
   select::SelectionInputs in;
   in.cfg = &cfg;
   in.lm = parts.lm.get();
@@ -205,13 +198,8 @@ bool run_plot_script(const fs::path& script, const fs::path& input) {
   // Debian's interpreter first: python3-matplotlib installs there, and a python3 earlier on
   // PATH (pyenv, a venv) may not have it.
   const std::string python = fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  auto quote = [](const std::string& v) {
-    std::string q = "'";
-    for (const char c : v) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-  };
-  const std::string cmd =
-      python + " " + quote(script.string()) + " " + quote(input.string()) + " > /dev/null 2>&1";
+  const std::string cmd = python + " " + tts::detail::shell_quote(script.string()) + " " +
+                          tts::detail::shell_quote(input.string()) + " > /dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) {
     spdlog::warn("{} failed (python3 with matplotlib draws the chart; Debian: python3-matplotlib)",
                  script.string());

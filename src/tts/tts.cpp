@@ -7,6 +7,8 @@
 // atomically without it, and its item is synthesized again (its wav is overwritten).
 #include "salad/tts/tts.h"
 
+#include "salad/core/config.h"
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -81,6 +83,18 @@ std::string describe_item(const std::string& backend, const std::string& voice,
 }
 
 }  // namespace detail
+
+TtsOptions TtsOptions::from_config(const config::TtsConfig& cfg) {
+  TtsOptions o;
+  o.backend = cfg.backend;
+  o.voices = cfg.voices;
+  o.command = cfg.command;
+  o.espeak_binary = cfg.espeak_binary;
+  o.rate_wpm = cfg.rate_wpm;
+  o.timeout_s = cfg.timeout_s;
+  o.max_chars = cfg.max_chars;
+  return o;
+}
 
 std::unique_ptr<TtsBackend> make_tts(const TtsOptions& o) {
   if (!(o.timeout_s > 0)) {

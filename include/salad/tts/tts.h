@@ -37,6 +37,10 @@
 
 #include "salad/data/manifest.h"
 
+namespace salad::config {
+struct TtsConfig;
+}
+
 namespace salad::tts {
 
 constexpr int64_t kSampleRate = 24000;
@@ -61,6 +65,9 @@ struct TtsOptions {
   int64_t rate_wpm = 0;      ///< espeak -s / flite duration stretch; 0: default
   double timeout_s = 60.0;   ///< per item, for external programs
   int64_t max_chars = 2000;  ///< longer texts are refused ("text too long")
+
+  /// The recipe's `tts:` section.
+  static TtsOptions from_config(const config::TtsConfig& cfg);
 };
 
 /// One synthesized utterance.
