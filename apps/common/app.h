@@ -1,6 +1,9 @@
 // Shared by the apps' main(): run the body, map exceptions to exit codes (salad::ExitCode).
 #pragma once
 
+#include <cstdlib>
+#include <filesystem>
+
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -29,6 +32,16 @@ inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>&
     spdlog::critical("internal error: {}", e.what());
     return kExitInternal;
   }
+}
+
+/// The folder of the plotting scripts (plot_selection.py, plot_eval.py): $SALAD_SCRIPTS_DIR, else
+/// the source tree's scripts/ that CMake passes as SALAD_SCRIPTS_DIR, else ./scripts.
+inline std::filesystem::path scripts_dir() {
+#ifndef SALAD_SCRIPTS_DIR
+#define SALAD_SCRIPTS_DIR "scripts"
+#endif
+  const char* env = std::getenv("SALAD_SCRIPTS_DIR");
+  return env ? env : SALAD_SCRIPTS_DIR;
 }
 
 }  // namespace salad::apps

@@ -12,10 +12,6 @@
 #include "salad/eval/evaluate.h"
 #include "salad/train/stage2.h"
 
-#ifndef SALAD_SCRIPTS_DIR
-#define SALAD_SCRIPTS_DIR "scripts"
-#endif
-
 int main(int argc, char** argv) {
   CLI::App app{"salad-eval: spoken and text multiple-choice benchmarks, gap, M and F"};
   std::string checkpoint, benchmarks, out, modes = "teacher_text,model_text,model_speech";
@@ -60,10 +56,8 @@ int main(int argc, char** argv) {
     const std::filesystem::path out_dir =
         out.empty() ? report.checkpoint / "eval" : std::filesystem::path(out);
     salad::eval::write_eval_report(report, out_dir);
-    const char* env = std::getenv("SALAD_SCRIPTS_DIR");
-    salad::train::run_plot_script(
-        std::filesystem::path(env ? env : SALAD_SCRIPTS_DIR) / "plot_eval.py",
-        out_dir / "results.json");
+    salad::train::run_plot_script(salad::apps::scripts_dir() / "plot_eval.py",
+                                  out_dir / "results.json");
     std::ifstream md(out_dir / "results.md");
     std::cout << md.rdbuf();
     std::cout << "\nresults: " << (out_dir / "results.json").string() << ", "

@@ -11,10 +11,6 @@
 #include "salad/train/stage2.h"
 #include "salad/train/trainer.h"
 
-#ifndef SALAD_SCRIPTS_DIR
-#define SALAD_SCRIPTS_DIR "scripts"
-#endif
-
 int main(int argc, char** argv) {
   CLI::App app{"salad-select: Stage II active selection (cluster, probe, weight, synthesize)"};
   std::string config_path;
@@ -38,8 +34,7 @@ int main(int argc, char** argv) {
     const auto ckpt = salad::train::stage1_checkpoint(cfg.stage2.from);
     salad::train::TrainParts parts = salad::train::build_parts(cfg);
     const auto report = salad::train::run_selection(cfg, parts, ckpt);
-    const char* env = std::getenv("SALAD_SCRIPTS_DIR");
-    salad::train::plot_selection(report.report_json, env ? env : SALAD_SCRIPTS_DIR);
+    salad::train::plot_selection(report.report_json, salad::apps::scripts_dir());
     std::cout << "selected " << report.selected_items << " utterances, "
               << report.selected_seconds / 3600.0 << " h (budget " << report.budget_seconds / 3600.0
               << " h) from " << report.clusters.size() << " clusters\nmanifest "

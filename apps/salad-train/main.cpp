@@ -11,10 +11,6 @@
 #include "salad/train/stage2.h"
 #include "salad/train/trainer.h"
 
-#ifndef SALAD_SCRIPTS_DIR
-#define SALAD_SCRIPTS_DIR "scripts"
-#endif
-
 int main(int argc, char** argv) {
   CLI::App app{"salad-train: train a SALAD speech-text model from a YAML recipe"};
   std::string config_path;
@@ -53,8 +49,7 @@ int main(int argc, char** argv) {
       const auto manifest = salad::train::prepare_selection(cfg, *comm);
       const auto report = salad::train::selection_dir(cfg) / "report.json";
       if (comm->rank() == 0 && std::filesystem::exists(report)) {
-        const char* env = std::getenv("SALAD_SCRIPTS_DIR");
-        salad::train::plot_selection(report, env ? env : SALAD_SCRIPTS_DIR);
+        salad::train::plot_selection(report, salad::apps::scripts_dir());
       }
       train_cfg = salad::train::stage2_training_config(cfg, manifest);
       stage1 = salad::train::stage1_checkpoint(cfg.stage2.from);
