@@ -20,6 +20,9 @@ packages=(
   python3-matplotlib
   # the espeak TTS backend runs the espeak-ng program (GPL-3: a separate process, never linked)
   espeak-ng
+  # scripts/mini_salad.sh: real human speech with transcripts (Asterisk IVR prompts, CC-BY-SA-3.0)
+  # and the King James Bible text (the `bible` program)
+  asterisk-core-sounds-en asterisk-core-sounds-en-wav bible-kjv
 )
 
 SUDO=""

@@ -85,6 +85,10 @@ int main(int argc, char** argv) {
   app.add_option("--voice", topts.voices,
                  "Voice, repeatable: cycled over items (flite: kal, kal16, awb, rms, slt; espeak: "
                  "en-us, en+f3, ...)");
+  app.add_option("--voice-block", topts.voice_block,
+                 "Consecutive items per voice (untimed speech is chained into documents per "
+                 "speaker: use at least data.utterance_group, 8)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--command", topts.command,
                  "command backend: template with {text}, {text_file}, {out_wav}, {out_json}, "
                  "{voice} (each substituted shell-quoted)");

@@ -207,69 +207,53 @@ EvalReport evaluate(const fs::path& checkpoint_in, const EvalSpec& spec, const E
   r.mean_gap_norm /= nb;
 
   if (!spec.heldout.empty()) {
-    data::LoaderOptions lo = data::LoaderOptions::from_config(
-        cfg, false, mp.tokenizer,
-        features ? features : models::on_the_fly_features(models::make_speech_encoder(cfg.encoder)),
-        mp.features.frame_rate, mp.features.feature_dim);
-    lo.max_skip_fraction = 1.0;
-    data::Loader loader(lo, data::LoaderCursor{});
-    r.heldout = measure_alignment(
-        *mp.lm, [&loader] { return loader.next(); }, cfg.loss.chunk_size, spec.max_heldout_batches);
+    // Each held-out set is measured on its own (M and F per domain, speaker group, ...); the
+    // overall numbers are their means weighted by positions, as if one loader had read them all.
+    const data::FeatureFn held_features =
+        features ? features : models::on_the_fly_features(models::make_speech_encoder(cfg.encoder));
+    AlignmentMetrics all;
+    for (const auto& h : spec.heldout) {
+      config::SaladConfig one = cfg;
+      one.data.valid = {h};
+      data::LoaderOptions lo = data::LoaderOptions::from_config(
+          one, false, mp.tokenizer, held_features, mp.features.frame_rate, mp.features.feature_dim);
+      lo.max_skip_fraction = 1.0;
+      data::Loader loader(lo, data::LoaderCursor{});
+      const AlignmentMetrics m = measure_alignment(
+          *mp.lm, [&loader] { return loader.next(); }, cfg.loss.chunk_size,
+          spec.max_heldout_batches);
+      spdlog::info(
+          "eval: held-out {}: M {:.4f}, F {:.4f}, L_DIST {:.4f} nats ({} aligned, {} text "
+          "positions)",
+          h.name, m.misalignment, m.forgetting, m.distillation, m.aligned_positions,
+          m.text_positions);
+      const auto na = static_cast<double>(m.aligned_positions);
+      all.misalignment += m.misalignment * na;
+      all.distillation += m.distillation * na;
+      all.nll += m.nll * na;
+      all.forgetting += m.forgetting * static_cast<double>(m.text_positions);
+      all.aligned_positions += m.aligned_positions;
+      all.text_positions += m.text_positions;
+      r.heldout_sets.emplace_back(h.name, m);
+    }
+    const auto na = static_cast<double>(std::max<int64_t>(1, all.aligned_positions));
+    all.misalignment /= na;
+    all.distillation /= na;
+    all.nll /= na;
+    all.forgetting /= static_cast<double>(std::max<int64_t>(1, all.text_positions));
+    r.heldout = all;
     spdlog::info("eval: held-out M {:.4f}, F {:.4f}, L_DIST {:.4f} nats", r.heldout->misalignment,
                  r.heldout->forgetting, r.heldout->distillation);
   }
   return r;
 }
 
-void write_eval_report(const EvalReport& r, const fs::path& out) {
-  fs::create_directories(out);
-  json benches = json::array();
-  for (const auto& b : r.benchmarks) {
-    json modes = json::object();
-    for (const auto& [m, mr] : b.modes) {
-      json items = json::array();
-      for (const auto& it : mr.items) {
-        items.push_back({{"id", it.id},
-                         {"loglik", it.loglik},
-                         {"bytes", it.bytes},
-                         {"pred", it.pred},
-                         {"pred_norm", it.pred_norm},
-                         {"answer", it.answer},
-                         {"shots", it.shots},
-                         {"truncated", it.truncated}});
-      }
-      modes[mode_name(m)] = {{"acc", mr.acc},         {"acc_norm", mr.acc_norm},
-                             {"scored", mr.scored},   {"truncated", mr.truncated},
-                             {"skipped", mr.skipped}, {"items", items}};
-    }
-    benches.push_back({{"name", b.name},
-                       {"gap", b.gap},
-                       {"gap_norm", b.gap_norm},
-                       {"forgetting_gap", b.forgetting_gap},
-                       {"read_skipped", b.read_skipped},
-                       {"modes", modes}});
-  }
-  json j = {{"checkpoint", r.checkpoint.string()},
-            {"benchmarks", benches},
-            {"mean_gap", r.mean_gap},
-            {"mean_gap_norm", r.mean_gap_norm}};
-  for (const auto& [m, v] : r.mean_acc) j["mean_acc"][mode_name(m)] = v;
-  for (const auto& [m, v] : r.mean_acc_norm) j["mean_acc_norm"][mode_name(m)] = v;
-  if (r.heldout) {
-    j["heldout"] = {{"misalignment", r.heldout->misalignment},
-                    {"forgetting", r.heldout->forgetting},
-                    {"distillation", r.heldout->distillation},
-                    {"nll", r.heldout->nll},
-                    {"aligned_positions", r.heldout->aligned_positions},
-                    {"text_positions", r.heldout->text_positions}};
-  }
-  write_file_atomic(out / "results.json", j.dump(2) + "\n");
+namespace {
 
-  // The paper's Table 3 layout: per benchmark "acc / gap", then the means.
-  std::ostringstream md;
+/// The paper's Table 3 layout: per benchmark "acc / gap", then the means; then the item counts.
+void write_accuracy_tables(std::ostringstream& md, const EvalReport& r) {
   md << std::fixed << std::setprecision(1);
-  md << "# Evaluation of `" << r.checkpoint.string() << "`\n\n"
-     << "Accuracy in % (`acc`; `acc_norm` below) and gap = teacher on text − model (points), per "
+  md << "Accuracy in % (`acc`; `acc_norm` below) and gap = teacher on text − model (points), per "
         "benchmark and mean.\n\n| model |";
   for (const auto& b : r.benchmarks) md << " " << b.name << " |";
   md << " mean acc | mean gap |\n|---|";
@@ -332,11 +316,78 @@ void write_eval_report(const EvalReport& r, const fs::path& out) {
       md << "\n";
     }
   }
+}
+
+}  // namespace
+
+void write_eval_report(const EvalReport& r, const fs::path& out) {
+  fs::create_directories(out);
+  json benches = json::array();
+  for (const auto& b : r.benchmarks) {
+    json modes = json::object();
+    for (const auto& [m, mr] : b.modes) {
+      json items = json::array();
+      for (const auto& it : mr.items) {
+        items.push_back({{"id", it.id},
+                         {"loglik", it.loglik},
+                         {"bytes", it.bytes},
+                         {"pred", it.pred},
+                         {"pred_norm", it.pred_norm},
+                         {"answer", it.answer},
+                         {"shots", it.shots},
+                         {"truncated", it.truncated}});
+      }
+      modes[mode_name(m)] = {{"acc", mr.acc},         {"acc_norm", mr.acc_norm},
+                             {"scored", mr.scored},   {"truncated", mr.truncated},
+                             {"skipped", mr.skipped}, {"items", items}};
+    }
+    benches.push_back({{"name", b.name},
+                       {"gap", b.gap},
+                       {"gap_norm", b.gap_norm},
+                       {"forgetting_gap", b.forgetting_gap},
+                       {"read_skipped", b.read_skipped},
+                       {"modes", modes}});
+  }
+  json j = {{"checkpoint", r.checkpoint.string()},
+            {"benchmarks", benches},
+            {"mean_gap", r.mean_gap},
+            {"mean_gap_norm", r.mean_gap_norm}};
+  for (const auto& [m, v] : r.mean_acc) j["mean_acc"][mode_name(m)] = v;
+  for (const auto& [m, v] : r.mean_acc_norm) j["mean_acc_norm"][mode_name(m)] = v;
+  const auto metrics_json = [](const AlignmentMetrics& m) {
+    return json{{"misalignment", m.misalignment},           {"forgetting", m.forgetting},
+                {"distillation", m.distillation},           {"nll", m.nll},
+                {"aligned_positions", m.aligned_positions}, {"text_positions", m.text_positions}};
+  };
+  if (r.heldout) j["heldout"] = metrics_json(*r.heldout);
+  if (!r.heldout_sets.empty()) {
+    j["heldout_sets"] = json::array();
+    for (const auto& [name, m] : r.heldout_sets) {
+      json e = metrics_json(m);
+      e["name"] = name;
+      j["heldout_sets"].push_back(e);
+    }
+  }
+  write_file_atomic(out / "results.json", j.dump(2) + "\n");
+
+  std::ostringstream md;
+  md << "# Evaluation of `" << r.checkpoint.string() << "`\n\n";
+  if (!r.benchmarks.empty()) write_accuracy_tables(md, r);
   if (r.heldout) {
-    md << std::setprecision(4) << "\nHeld-out: misalignment M " << r.heldout->misalignment
-       << ", forgetting F " << r.heldout->forgetting << ", L_DIST " << r.heldout->distillation
-       << ", NLL " << r.heldout->nll << " nats per position (" << r.heldout->aligned_positions
-       << " aligned, " << r.heldout->text_positions << " text positions).\n";
+    md << std::fixed << std::setprecision(4) << "\nHeld-out: misalignment M "
+       << r.heldout->misalignment << ", forgetting F " << r.heldout->forgetting << ", L_DIST "
+       << r.heldout->distillation << ", NLL " << r.heldout->nll << " nats per position ("
+       << r.heldout->aligned_positions << " aligned, " << r.heldout->text_positions
+       << " text positions).\n";
+    if (r.heldout_sets.size() > 1) {
+      md << "\n| held-out set | M | F | L_DIST | NLL | aligned | text positions |\n"
+         << "|---|---:|---:|---:|---:|---:|---:|\n";
+      for (const auto& [name, m] : r.heldout_sets) {
+        md << "| " << name << " | " << m.misalignment << " | " << m.forgetting << " | "
+           << m.distillation << " | " << m.nll << " | " << m.aligned_positions << " | "
+           << m.text_positions << " |\n";
+      }
+    }
   }
   write_file_atomic(out / "results.md", md.str());
 }

@@ -88,6 +88,7 @@ TtsOptions TtsOptions::from_config(const config::TtsConfig& cfg) {
   TtsOptions o;
   o.backend = cfg.backend;
   o.voices = cfg.voices;
+  o.voice_block = cfg.voice_block;
   o.command = cfg.command;
   o.espeak_binary = cfg.espeak_binary;
   o.rate_wpm = cfg.rate_wpm;
@@ -95,6 +96,15 @@ TtsOptions TtsOptions::from_config(const config::TtsConfig& cfg) {
   o.max_chars = cfg.max_chars;
   return o;
 }
+
+namespace {
+void check_voice_block(const TtsOptions& o) {
+  if (o.voice_block < 1) {
+    throw ConfigError("tts.voice_block: expected a positive count of items per voice, found " +
+                      std::to_string(o.voice_block));
+  }
+}
+}  // namespace
 
 std::unique_ptr<TtsBackend> make_tts(const TtsOptions& o) {
   if (!(o.timeout_s > 0)) {
@@ -105,6 +115,7 @@ std::unique_ptr<TtsBackend> make_tts(const TtsOptions& o) {
     throw ConfigError("tts.max_chars: expected a positive count, found " +
                       std::to_string(o.max_chars));
   }
+  check_voice_block(o);
   if (o.rate_wpm < 0 || o.rate_wpm > 2000) {
     throw ConfigError("tts.rate_wpm: expected 0 (default) or words per minute in 1..2000, found " +
                       std::to_string(o.rate_wpm));
@@ -215,6 +226,7 @@ std::string manifest_line(const SynthItem& item, const std::string& stem, const 
 SynthReport synthesize_manifest(TtsBackend& tts, const std::vector<SynthItem>& items,
                                 const TtsOptions& tts_options, const SynthOptions& o,
                                 const std::function<bool(double)>& stop_when) {
+  check_voice_block(tts_options);
   if (o.out_dir.empty()) throw ConfigError("synthesize_manifest: out_dir is empty");
   fs::create_directories(o.out_dir / "audio");
   SynthReport report;
@@ -273,7 +285,10 @@ SynthReport synthesize_manifest(TtsBackend& tts, const std::vector<SynthItem>& i
       const size_t i = todo[k];
       const SynthItem& item = items[i];
       const std::string voice =
-          tts_options.voices.empty() ? "" : tts_options.voices[i % tts_options.voices.size()];
+          tts_options.voices.empty()
+              ? ""
+              : tts_options.voices[(i / static_cast<size_t>(tts_options.voice_block)) %
+                                   tts_options.voices.size()];
       try {
         Speech sp;
         try {

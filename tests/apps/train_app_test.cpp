@@ -226,7 +226,9 @@ TEST(TrainAppIntegration, TextThenStageOneThenResume) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   test::write_text(d / "eval.yaml",
                    "shots: 1\nbenchmarks:\n  - {name: nextwords, path: bench.jsonl}\n"
-                   "heldout:\n  - {name: speech, kind: speech, path: speech.jsonl}\n");
+                   "heldout:\n  - {name: speech, kind: speech, path: speech.jsonl}\n"
+                   "  - {name: spoken, kind: speech, path: spoken/manifest.jsonl}\n"
+                   "  - {name: again, kind: speech, path: speech.jsonl}\n");
   r = test::run(kEval + " --checkpoint " + (d / "run_stage2").string() + " --benchmarks " +
                 (d / "eval.yaml").string() + " --out " + (d / "evalout").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -244,6 +246,24 @@ TEST(TrainAppIntegration, TextThenStageOneThenResume) {
       modes["teacher_text"]["acc"].get<double>() - modes["model_speech"]["acc"].get<double>(),
       1e-12);
   EXPECT_GT(res["heldout"]["aligned_positions"].get<int64_t>(), 0);
+  // M and F per held-out set, each measured on its own: the same manifest twice gives the same
+  // numbers; the overall numbers are the position-weighted means of the sets'.
+  const auto& sets = res["heldout_sets"];
+  ASSERT_EQ(sets.size(), 3u) << res.dump();
+  EXPECT_EQ(sets[0]["name"], "speech");
+  EXPECT_EQ(sets[1]["name"], "spoken");
+  EXPECT_EQ(sets[0]["misalignment"].get<double>(), sets[2]["misalignment"].get<double>());
+  EXPECT_EQ(sets[0]["forgetting"].get<double>(), sets[2]["forgetting"].get<double>());
+  EXPECT_GT(sets[1]["aligned_positions"].get<int64_t>(), 0);
+  int64_t aligned = 0;
+  double m_sum = 0;
+  for (const auto& e : sets) {
+    aligned += e["aligned_positions"].get<int64_t>();
+    m_sum += e["misalignment"].get<double>() * e["aligned_positions"].get<double>();
+  }
+  EXPECT_EQ(res["heldout"]["aligned_positions"].get<int64_t>(), aligned);
+  EXPECT_NEAR(res["heldout"]["misalignment"].get<double>(), m_sum / aligned, 1e-9);
+  EXPECT_NE(sets[0]["misalignment"].get<double>(), sets[1]["misalignment"].get<double>());
   EXPECT_TRUE(fs::exists(d / "evalout/results.md"));
   EXPECT_TRUE(fs::exists(d / "evalout/results.png")) << "scripts/plot_eval.py: " << r.output;
   EXPECT_NE(r.output.find("model_speech"), std::string::npos) << r.output;

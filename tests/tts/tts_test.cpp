@@ -453,6 +453,31 @@ TEST(SynthesizeManifestTest, InterruptedRunResumesWithOnlyTheMissingItems) {
   EXPECT_EQ(r3.resumed, 6);
 }
 
+TEST(SynthesizeManifestTest, VoiceBlocksGiveRunsOfOneSpeaker) {
+  test::TempDir d;
+  const auto items = make_items(7);
+  TtsOptions topts;
+  topts.voices = {"high", "low"};
+  topts.voice_block = 3;
+  StubTts stub;
+  const SynthReport r = synthesize_manifest(stub, items, topts, synth_options(d.path()));
+  ASSERT_EQ(r.done, 7);
+  const data::Manifest m = data::read_manifest(r.manifest);
+  const std::vector<std::string> want = {"high", "high", "high", "low", "low", "low", "high"};
+  ASSERT_EQ(m.utterances.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(m.utterances[i].speaker, want[i]) << i;
+
+  topts.voice_block = 0;
+  StubTts none;
+  try {
+    synthesize_manifest(none, items, topts, synth_options(d / "zero"));
+    ADD_FAILURE() << "voice_block 0 accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("tts.voice_block"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(none.calls.load(), 0);
+}
+
 TEST(SynthesizeManifestTest, ParallelWorkersWriteEachItemOnce) {
   test::TempDir d;
   const auto items = make_items(40);

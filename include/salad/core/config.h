@@ -286,6 +286,7 @@ struct DistConfig {
 struct TtsConfig {
   std::string backend = "flite";    ///< flite | espeak | command
   std::vector<std::string> voices;  ///< cycled over items; empty: the backend's default
+  int64_t voice_block = 1;          ///< consecutive items per voice before the next one
   std::string command;              ///< command backend template ({text}, {out_wav}, ...)
   std::string espeak_binary = "espeak-ng";
   int64_t rate_wpm = 0;     ///< speaking rate; 0: the backend's default
@@ -300,6 +301,11 @@ struct TtsConfig {
              "program given as a template.");
     v("voices", voices,
       "Voices cycled over items (flite: kal, kal16, awb, rms, slt; espeak: en-us, en+f3, ...).");
+    v("voice_block", voice_block,
+      "Consecutive items spoken by one voice before the next (1: a new voice every item). "
+      "Untimed speech (espeak, a command without timings) is chained into documents only "
+      "across consecutive utterances of one speaker (data.utterance_group), so set it to at "
+      "least that there.");
     v("command", command,
       "command backend: template with {text}, {text_file}, {out_wav}, {out_json}, {voice}.");
     v("espeak_binary", espeak_binary, "espeak backend: the espeak-ng program.");

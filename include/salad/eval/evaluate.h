@@ -11,7 +11,8 @@
 //   batch_rows: 8
 //   benchmarks:
 //     - {name: storycloze, path: sc.jsonl, fewshot: sc_train.jsonl, shots: 0}
-//   heldout:              # optional: M and F (data sources, as in a recipe's data.valid)
+//   heldout:              # optional: M and F per set and overall (data sources, as in a
+//                         # recipe's data.valid; each measured on its own)
 //     - {name: dev, kind: speech, path: dev.jsonl}
 //   max_heldout_batches: 0  # 0: all
 //
@@ -24,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "salad/core/config.h"
@@ -68,7 +70,10 @@ struct BenchmarkReport {
 struct EvalReport {
   std::filesystem::path checkpoint;
   std::vector<BenchmarkReport> benchmarks;
-  std::optional<AlignmentMetrics> heldout;  ///< M, F, L_DIST, NLL
+  std::optional<AlignmentMetrics> heldout;  ///< M, F, L_DIST, NLL over all held-out sets
+  /// Each held-out set measured on its own, in the spec's order (`heldout` is their mean
+  /// weighted by aligned positions for M, L_DIST, NLL and by text positions for F).
+  std::vector<std::pair<std::string, AlignmentMetrics>> heldout_sets;
   std::map<Mode, double> mean_acc, mean_acc_norm;
   double mean_gap = 0, mean_gap_norm = 0;
 };

@@ -60,7 +60,11 @@ class TtsError : public std::runtime_error {
 struct TtsOptions {
   std::string backend = "flite";    ///< flite | espeak | command
   std::vector<std::string> voices;  ///< cycled over items (empty: the backend's default)
-  std::string command;              ///< command backend: the template (see above)
+  /// Item i gets voices[(i / voice_block) % voices.size()]: runs of consecutive items share a
+  /// voice, so untimed utterances (chained per speaker by the loader) form multi-utterance
+  /// documents.
+  int64_t voice_block = 1;
+  std::string command;  ///< command backend: the template (see above)
   std::string espeak_binary = "espeak-ng";
   int64_t rate_wpm = 0;      ///< espeak -s / flite duration stretch; 0: default
   double timeout_s = 60.0;   ///< per item, for external programs
@@ -119,14 +123,14 @@ struct SynthReport {
 /// Synthesizes `items` into out_dir: each success appends its manifest line (flushed) after its
 /// wav (24 kHz, 16-bit) is written atomically; a rerun skips ids already in the manifest, so an
 /// interrupted synthesis resumes without redoing finished items. Voices cycle over items by
-/// index. Failing items (TtsError) are logged, counted by reason and skipped, and retried by a
-/// rerun; any other exception (a full disk, ConfigError for an unknown voice) ends the run and is
-/// rethrown. A manifest line that does not parse (torn by a crash mid-write) is dropped by
-/// rewriting the manifest without it, and its item is redone. Items whose id is empty or repeats
-/// an earlier item's are skipped ("bad id", "duplicate id"). `stop_when` (optional) is asked
-/// with the manifest's audio seconds before the first item (a budget met by an earlier run
-/// starts nothing) and after each success; once true, no new item starts (items already in
-/// flight are finished and written). With a parallel() backend and workers > 1, manifest lines
+/// index, in runs of voice_block. Failing items (TtsError) are logged, counted by reason and
+/// skipped, and retried by a rerun; any other exception (a full disk, ConfigError for an unknown
+/// voice) ends the run and is rethrown. A manifest line that does not parse (torn by a crash
+/// mid-write) is dropped by rewriting the manifest without it, and its item is redone. Items whose
+/// id is empty or repeats an earlier item's are skipped ("bad id", "duplicate id"). `stop_when`
+/// (optional) is asked with the manifest's audio seconds before the first item (a budget met by an
+/// earlier run starts nothing) and after each success; once true, no new item starts (items already
+/// in flight are finished and written). With a parallel() backend and workers > 1, manifest lines
 /// appear in completion order, not item order. Progress: a line on stderr every ~2 s.
 SynthReport synthesize_manifest(TtsBackend& tts, const std::vector<SynthItem>& items,
                                 const TtsOptions& tts_options, const SynthOptions& o,
