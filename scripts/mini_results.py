@@ -193,8 +193,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--plots", help="folder for the PNGs (default: OUT/plots)")
-    a = ap.parse_args()
-    out = a.out
+    args = ap.parse_args()
+    out = args.out
     res = {}
     for run, _ in RUNS:
         p = os.path.join(out, "eval", run, "results.json")
@@ -318,7 +318,7 @@ def main():
             print(f"| {run} | {total / 3600:.3f} | " +
                   " | ".join(f"{100 * sh.get(s, 0) / max(total, 1e-9):.0f}%" for s in srcs) + " |")
 
-    written = plots(res, sets, shares, a.plots or os.path.join(out, "plots"), out)
+    written = plots(res, sets, shares, args.plots or os.path.join(out, "plots"), out)
     if written:
         print("\nPlots: " + ", ".join(f"`{p}`" for p in written))
 

@@ -20,8 +20,9 @@ Writes into OUT:
                         per domain; sotu also gets heldout_sotu_espeak_texts.jsonl)
   ivr_train.jsonl, ivr_heldout.jsonl  speech manifests of the Asterisk prompts (audio, text)
   bench_<domain>.jsonl  sentence completion per domain (first 60 % of a held-out sentence; its
-                        true ending among 4, the 3 others endings of other sentences of the domain
-                        with as many words where possible), contexts in bench_<domain>_texts.jsonl
+                        true ending among 4, the 3 others endings of other held-out sentences of
+                        the domain with as many words where possible), contexts in
+                        bench_<domain>_texts.jsonl
   domains.json          sentence counts per domain
 Standard library only.
 """
@@ -226,8 +227,11 @@ def main():
 
     for name in bench_domains:
         items = held[name][:a.bench]
+        # Distractors are endings of other held-out sentences of the domain, never of training
+        # text: a model that has memorised training sentences would otherwise prefer the
+        # distractors whenever it cannot use the context (below-chance accuracy on speech).
         by_len = {}
-        for s in train[name][:40 * a.bench]:
+        for s in held[name]:
             e = split(s)[1]
             by_len.setdefault(len(e.split()), []).append(e)
         with open(os.path.join(a.out, f"bench_{name}_texts.jsonl"), "w") as f, \

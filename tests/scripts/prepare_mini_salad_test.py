@@ -29,10 +29,10 @@ def write_wav(path, seconds, rate=8000):
 
 
 def sentences(tag, n, rng):
-    """n distinct sentences of 6..16 words, capitalised, ending with a period."""
+    """n distinct sentences of 6..10 words, capitalised, ending with a period."""
     out = []
     for i in range(n):
-        k = rng.randint(6, 16)
+        k = rng.randint(6, 10)
         words = [f"{tag}{i}"] + [rng.choice(WORDS) for _ in range(k - 1)]
         out.append(" ".join(words).capitalize() + ".")
     return out
@@ -128,7 +128,15 @@ class PrepareMiniSalad(unittest.TestCase):
             self.assertEqual(set(f.read().splitlines()) & (held | speech), set())
 
     def test_benchmark_answers_are_true_endings_with_length_matched_distractors(self):
+        with open(os.path.join(self.out, "corpus.txt")) as f:
+            corpus = set(f.read().splitlines())
         for d in ("sotu", "news", "learned", "fiction", "moby", "bible"):
+            # every ending offered is the ending of a sentence the teacher never trained on
+            held = [s for s in self.src[d] if s not in corpus]
+            held_endings = set()
+            for s in held:
+                w = s.split()
+                held_endings.add(" ".join(w[round(0.6 * len(w)):]))
             items = self.read_jsonl(f"bench_{d}.jsonl")
             self.assertEqual(len(items), 10, d)
             answers = [it["answer"] for it in items]
@@ -138,6 +146,7 @@ class PrepareMiniSalad(unittest.TestCase):
                 self.assertIn(true, self.src[d], d)
                 n = len(it["choices"][it["answer"]].split())
                 for k, c in enumerate(it["choices"]):
+                    self.assertIn(c, held_endings, (d, it))
                     if k != it["answer"]:
                         self.assertNotIn(it["context"] + " " + c, self.src[d])
                         self.assertLessEqual(abs(len(c.split()) - n), 1, (d, it))
