@@ -211,7 +211,7 @@ EvalReport evaluate(const fs::path& checkpoint_in, const EvalSpec& spec, const E
     // overall numbers are their means weighted by positions, as if one loader had read them all.
     const data::FeatureFn held_features =
         features ? features : models::on_the_fly_features(models::make_speech_encoder(cfg.encoder));
-    AlignmentMetrics all;
+    AlignmentSums all;
     for (const auto& h : spec.heldout) {
       config::SaladConfig one = cfg;
       one.data.valid = {h};
@@ -227,21 +227,19 @@ EvalReport evaluate(const fs::path& checkpoint_in, const EvalSpec& spec, const E
           "positions)",
           h.name, m.misalignment, m.forgetting, m.distillation, m.aligned_positions,
           m.text_positions);
+      // The set's sums again (its means times its counts), to pool as finish() expects.
       const auto na = static_cast<double>(m.aligned_positions);
-      all.misalignment += m.misalignment * na;
-      all.distillation += m.distillation * na;
-      all.nll += m.nll * na;
-      all.forgetting += m.forgetting * static_cast<double>(m.text_positions);
-      all.aligned_positions += m.aligned_positions;
-      all.text_positions += m.text_positions;
+      AlignmentSums sums;
+      sums.misalignment = m.misalignment * na;
+      sums.distillation = m.distillation * na;
+      sums.nll = m.nll * na;
+      sums.aligned_positions = m.aligned_positions;
+      sums.forgetting = m.forgetting * static_cast<double>(m.text_positions);
+      sums.text_positions = m.text_positions;
+      all.add(sums);
       r.heldout_sets.emplace_back(h.name, m);
     }
-    const auto na = static_cast<double>(std::max<int64_t>(1, all.aligned_positions));
-    all.misalignment /= na;
-    all.distillation /= na;
-    all.nll /= na;
-    all.forgetting /= static_cast<double>(std::max<int64_t>(1, all.text_positions));
-    r.heldout = all;
+    r.heldout = finish(all);
     spdlog::info("eval: held-out M {:.4f}, F {:.4f}, L_DIST {:.4f} nats", r.heldout->misalignment,
                  r.heldout->forgetting, r.heldout->distillation);
   }
