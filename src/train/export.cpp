@@ -24,6 +24,7 @@
 #include "salad/models/qwen2.h"
 #include "salad/models/weight_loader.h"
 #include "salad/train/checkpoint.h"
+#include "train/export_internal.h"
 
 #ifndef SALAD_VERSION
 #define SALAD_VERSION "unknown"
@@ -48,15 +49,6 @@ fs::path clean(const fs::path& p) {
   return a;
 }
 
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw IoError(p.string() + ": cannot open: " + errno_text(errno));
-  std::ostringstream os;
-  os << in.rdbuf();
-  if (in.bad()) throw IoError(p.string() + ": read failed");
-  return os.str();
-}
-
 std::string list_steps(const fs::path& dir) {
   std::vector<std::string> names;
   std::error_code ec;
@@ -79,7 +71,7 @@ int64_t step_of(const fs::path& ckpt) {
   const std::string name = ckpt.filename().string();
   if (std::regex_match(name, m, kName)) return std::stoll(m[1].str());
   try {
-    const json j = json::parse(read_bytes(ckpt / kManifest));
+    const json j = json::parse(detail::read_bytes(ckpt / kManifest));
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer()) {
       return j["step"].get<int64_t>();
     }
@@ -353,6 +345,19 @@ void publish(const fs::path& tmp, const fs::path& out) {
   if (!old.empty()) fs::remove_all(old);
 }
 
+}  // namespace
+
+namespace detail {
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw IoError(p.string() + ": cannot open: " + errno_text(errno));
+  std::ostringstream os;
+  os << in.rdbuf();
+  if (in.bad()) throw IoError(p.string() + ": read failed");
+  return os.str();
+}
+
 models::LoadOptions adapter_load_options() {
   models::LoadOptions la;
   la.what = "the adapter";
@@ -361,41 +366,7 @@ models::LoadOptions adapter_load_options() {
   return la;
 }
 
-int64_t json_int(const json& j, const char* key, std::vector<std::string>& errors) {
-  if (!j.contains(key)) {
-    errors.push_back(std::string("key '") + key + "': missing (an integer)");
-  } else if (!j[key].is_number_integer()) {
-    errors.push_back(std::string("key '") + key + "': expected an integer, found " + j[key].dump());
-  } else {
-    return j[key].get<int64_t>();
-  }
-  return 0;
-}
-
-double json_num(const json& j, const char* key, std::vector<std::string>& errors) {
-  if (!j.contains(key)) {
-    errors.push_back(std::string("key '") + key + "': missing (a number)");
-  } else if (!j[key].is_number()) {
-    errors.push_back(std::string("key '") + key + "': expected a number, found " + j[key].dump());
-  } else {
-    return j[key].get<double>();
-  }
-  return 0.0;
-}
-
-bool json_bool(const json& j, const char* key, std::vector<std::string>& errors) {
-  if (!j.contains(key)) {
-    errors.push_back(std::string("key '") + key + "': missing (true or false)");
-  } else if (!j[key].is_boolean()) {
-    errors.push_back(std::string("key '") + key + "': expected true or false, found " +
-                     j[key].dump());
-  } else {
-    return j[key].get<bool>();
-  }
-  return false;
-}
-
-}  // namespace
+}  // namespace detail
 
 void ExportOptions::validate() const {
   std::vector<std::string> e;
@@ -441,7 +412,7 @@ fs::path resolve_checkpoint(const fs::path& run_dir, int64_t step) {
                           "present: " +
                           list_steps(dir) + "; pick one with --step)");
   }
-  std::string name = read_bytes(latest);
+  std::string name = detail::read_bytes(latest);
   while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
   while (!name.empty() && std::isspace(static_cast<unsigned char>(name.front()))) name.erase(0, 1);
   if (name.empty() || name.find('/') != std::string::npos) {
@@ -456,81 +427,6 @@ fs::path resolve_checkpoint(const fs::path& run_dir, int64_t step) {
                           " does not exist (checkpoints present: " + list_steps(dir) + ")");
   }
   return p;
-}
-
-std::string adapter_config_json(const models::AdapterOptions& o) {
-  json j;
-  j["format"] = "salad-adapter";
-  j["version"] = 1;
-  j["input_dim"] = o.input_dim;
-  j["codes"] = o.codes;
-  j["codebook_size"] = o.codebook_size;
-  j["hidden_size"] = o.hidden_size;
-  j["num_layers"] = o.num_layers;
-  j["num_heads"] = o.num_heads;
-  j["num_kv_heads"] = o.num_kv_heads;
-  j["intermediate_size"] = o.intermediate_size;
-  j["rope_theta"] = o.rope_theta;
-  j["rms_norm_eps"] = o.rms_norm_eps;
-  j["causal"] = o.causal;
-  j["init_std"] = o.init_std;
-  j["output_dim"] = o.output_dim;
-  j["parameters"] = o.parameter_count();
-  return j.dump(2) + "\n";
-}
-
-models::AdapterOptions read_adapter_config(const fs::path& path) {
-  json j;
-  try {
-    j = json::parse(read_bytes(path));
-  } catch (const json::parse_error& ex) {
-    throw ConfigError(path.string() + ": not valid JSON: " + ex.what());
-  } catch (const IoError& ex) {
-    throw ConfigError(std::string(ex.what()) + " (the adapter config)");
-  }
-  if (!j.is_object()) throw ConfigError(path.string() + ": expected a JSON object");
-  std::vector<std::string> e;
-  if (j.value("format", std::string()) != "salad-adapter") {
-    e.push_back("key 'format': expected \"salad-adapter\", found " +
-                (j.contains("format") ? j["format"].dump() : std::string("nothing")));
-  }
-  models::AdapterOptions o;
-  o.input_dim = json_int(j, "input_dim", e);
-  o.codes = json_bool(j, "codes", e);
-  o.codebook_size = json_int(j, "codebook_size", e);
-  o.hidden_size = json_int(j, "hidden_size", e);
-  o.num_layers = json_int(j, "num_layers", e);
-  o.num_heads = json_int(j, "num_heads", e);
-  o.num_kv_heads = json_int(j, "num_kv_heads", e);
-  o.intermediate_size = json_int(j, "intermediate_size", e);
-  o.rope_theta = json_num(j, "rope_theta", e);
-  o.rms_norm_eps = json_num(j, "rms_norm_eps", e);
-  o.causal = json_bool(j, "causal", e);
-  o.init_std = json_num(j, "init_std", e);
-  o.output_dim = json_int(j, "output_dim", e);
-  if (!e.empty()) {
-    std::string msg = path.string() + ": invalid adapter config:";
-    for (const auto& s : e) msg += "\n  " + s;
-    throw ConfigError(msg);
-  }
-  try {
-    o.validate();
-  } catch (const ConfigError& ex) {
-    throw ConfigError(path.string() + ": " + ex.what());
-  }
-  return o;
-}
-
-models::Adapter load_exported_adapter(const fs::path& dir, c10::ScalarType dtype) {
-  const models::AdapterOptions o = read_adapter_config(dir / "adapter_config.json");
-  const auto ckpt = safetensors::Checkpoint::open(dir / "adapter.safetensors");
-  models::Adapter adapter(o);
-  adapter->to(dtype);
-  auto lo = adapter_load_options();
-  lo.hint = "adapter config " + (dir / "adapter_config.json").string();
-  models::load_weights(*adapter, ckpt, lo);
-  adapter->eval();
-  return adapter;
 }
 
 namespace {
@@ -609,7 +505,7 @@ ExportResult export_impl(const ExportOptions& options) {
     adapter = models::Adapter(
         models::AdapterOptions::from_config(cfg.adapter, in.dim, in.codes, qo.hidden_size));
     adapter->to(dtype);
-    auto la = adapter_load_options();
+    auto la = detail::adapter_load_options();
     la.hint = "adapter section of " + cfg_path.string();
     models::load_weights(*adapter, ckpt, la);
     r.adapter_parameters = models::count_parameters(*adapter);
@@ -629,7 +525,7 @@ ExportResult export_impl(const ExportOptions& options) {
     safetensors::save(tmp / "model.safetensors", models::named_tensors(*decoder), meta);
     r.files.push_back("model.safetensors");
     put("config.json", qo.to_hf_config_json());
-    for (const auto& [src, name] : tokenizer) put(name, read_bytes(src));
+    for (const auto& [src, name] : tokenizer) put(name, detail::read_bytes(src));
     if (r.has_adapter) {
       safetensors::save(tmp / "adapter.safetensors",
                         models::named_tensors(*adapter, kAdapterPrefix), meta);
@@ -637,7 +533,7 @@ ExportResult export_impl(const ExportOptions& options) {
       put("adapter_config.json", adapter_config_json(adapter->options()));
       put("speech_encoder.json", encoder.dump(2) + "\n");
     }
-    put(kConfig, read_bytes(cfg_path));
+    put(kConfig, detail::read_bytes(cfg_path));
     fs::path run_dir = options.run_dir;
     if (run_dir.empty()) {
       run_dir = ckpt_dir.parent_path().filename() == "checkpoints"
